@@ -1,0 +1,364 @@
+//! The GPU side of the executor: everything is created at plan time (buffers, pipelines, bind
+//! groups, one uniform buffer holding every dispatch's parameters, one staging buffer for the
+//! outputs). A forward writes the inputs, records all dispatches into one compute pass of one
+//! encoder, copies the outputs into the staging buffer, submits once and maps once.
+//!
+//! `MOMENT_PROFILE=1` switches to a profiling mode (one pass per dispatch with timestamp writes,
+//! where the adapter has timestamp queries) and prints per-op GPU time; it is never used for
+//! the forward latency we report.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::plan::{padded_bytes, Plan};
+use super::{Graph, Outputs, RunCounters, Source};
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+
+/// Uniform blocks of consecutive dispatches sit 256 bytes apart (the WebGPU default
+/// `min_uniform_buffer_offset_alignment`).
+const PARAM_STRIDE: u64 = 256;
+
+/// GPU buffers of constants, shared by every graph a model plans (one per input shape), so
+/// weights are uploaded once per device. Keyed by the constant's `Arc` allocation.
+#[derive(Default)]
+pub struct ConstCache {
+    buffers: Mutex<HashMap<usize, (Arc<[f32]>, Arc<wgpu::Buffer>)>>,
+}
+
+impl ConstCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, gpu: &Gpu, data: &Arc<[f32]>) -> Arc<wgpu::Buffer> {
+        let key = data.as_ptr() as usize;
+        let mut buffers = self.buffers.lock().unwrap();
+        buffers
+            .entry(key)
+            .or_insert_with(|| {
+                let mut bytes = bytemuck::cast_slice::<f32, u8>(data).to_vec();
+                bytes.resize(padded_bytes(data.len()), 0);
+                let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("moment constant"),
+                    contents: &bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                });
+                (data.clone(), Arc::new(buffer))
+            })
+            .1
+            .clone()
+    }
+}
+
+pub(crate) struct GpuPlan {
+    gpu: Arc<Gpu>,
+    pipelines: Vec<Arc<wgpu::ComputePipeline>>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    workgroups: Vec<[u32; 3]>,
+    /// Buffer of each graph input, in `Graph::input_ids` order.
+    input_buffers: Vec<wgpu::Buffer>,
+    /// (buffer, byte offset in the staging buffer, values) of each graph output.
+    output_copies: Vec<(Arc<wgpu::Buffer>, u64, usize)>,
+    staging: wgpu::Buffer,
+    profile: Option<Profiler>,
+    // Kept alive for the bind groups.
+    _slots: Vec<Arc<wgpu::Buffer>>,
+    _params: wgpu::Buffer,
+    _dummy: Arc<wgpu::Buffer>,
+}
+
+impl GpuPlan {
+    pub fn new(graph: &Graph, plan: &Plan, gpu: Arc<Gpu>, consts: &ConstCache) -> Result<Self> {
+        let device = &gpu.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        for bytes in &plan.slot_bytes {
+            if *bytes as u64 > gpu.limits.max_storage_buffer_binding_size as u64 {
+                return Err(Error::Gpu(format!(
+                    "an intermediate tensor needs {bytes} bytes, above this device's max_storage_buffer_binding_size {}",
+                    gpu.limits.max_storage_buffer_binding_size
+                )));
+            }
+        }
+        let slots: Vec<Arc<wgpu::Buffer>> = plan
+            .slot_bytes
+            .iter()
+            .map(|&size| {
+                Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("moment activation slot"),
+                    size: size as u64,
+                    usage: storage,
+                    mapped_at_creation: false,
+                }))
+            })
+            .collect();
+        let dummy = Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("moment absent input"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }));
+
+        // Every tensor's buffer.
+        let mut input_buffers = Vec::new();
+        let mut buffer_of: Vec<Option<Arc<wgpu::Buffer>>> = vec![None; graph.tensors.len()];
+        for (i, info) in graph.tensors.iter().enumerate() {
+            buffer_of[i] = match &info.source {
+                Source::Input(name) => {
+                    let b = device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(name),
+                        size: padded_bytes(info.numel()) as u64,
+                        usage: storage,
+                        mapped_at_creation: false,
+                    });
+                    input_buffers.push(b.clone());
+                    Some(Arc::new(b))
+                }
+                Source::Const(data) => Some(consts.get(&gpu, data)),
+                Source::Node => plan.slot_of[i].map(|s| slots[s].clone()),
+            };
+        }
+
+        // All uniform blocks in one buffer.
+        let mut param_bytes = vec![0u8; graph.nodes.len().max(1) * PARAM_STRIDE as usize];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let bytes = node.kernel.params().bytes();
+            if bytes.len() > PARAM_STRIDE as usize {
+                return Err(Error::Kernel {
+                    kernel: node.kernel.label().into(),
+                    reason: "uniform block over 256 bytes".into(),
+                });
+            }
+            param_bytes[i * PARAM_STRIDE as usize..][..bytes.len()].copy_from_slice(&bytes);
+        }
+        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("moment kernel parameters"),
+            contents: &param_bytes,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+
+        let mut pipelines = Vec::new();
+        let mut bind_groups = Vec::new();
+        let mut workgroups = Vec::new();
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let shader = node.kernel.shader();
+            let pipeline = gpu.pipeline(&shader, node.inputs.len(), node.outputs.len())?;
+            let layout = gpu.layout(node.inputs.len(), node.outputs.len());
+            let size = wgpu::BufferSize::new(node.kernel.params().bytes().len() as u64);
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &params,
+                    offset: i as u64 * PARAM_STRIDE,
+                    size,
+                }),
+            }];
+            let bound: Vec<Arc<wgpu::Buffer>> = node
+                .inputs
+                .iter()
+                .map(|t| t.map_or(dummy.clone(), |t| buffer_of[t.0].clone().expect("tensor without buffer")))
+                .chain(node.outputs.iter().map(|t| buffer_of[t.0].clone().expect("output without buffer")))
+                .collect();
+            for (b, buffer) in bound.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry { binding: 1 + b as u32, resource: buffer.as_entire_binding() });
+            }
+            bind_groups.push(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(node.kernel.label()),
+                layout: &layout,
+                entries: &entries,
+            }));
+            let groups = node.kernel.workgroups();
+            if groups.iter().any(|&g| g > crate::ops::MAX_GROUPS_PER_DIM) {
+                return Err(Error::Kernel {
+                    kernel: node.kernel.label().into(),
+                    reason: format!("dispatch of {groups:?} workgroups exceeds 65535 per dimension"),
+                });
+            }
+            workgroups.push(groups);
+            pipelines.push(pipeline);
+        }
+
+        let mut output_copies = Vec::new();
+        let mut staging_bytes = 0u64;
+        for (_, t) in &graph.outputs {
+            let numel = graph.tensors[t.0].numel();
+            let buffer = buffer_of[t.0].clone().expect("output without buffer");
+            output_copies.push((buffer, staging_bytes, numel));
+            staging_bytes += padded_bytes(numel) as u64;
+        }
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("moment readback"),
+            size: staging_bytes.max(16),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("planning the graph failed: {e}")));
+        }
+        let profile = profiling_requested()
+            .then(|| Profiler::new(&gpu, graph))
+            .flatten();
+        Ok(GpuPlan {
+            gpu,
+            pipelines,
+            bind_groups,
+            workgroups,
+            input_buffers,
+            output_copies,
+            staging,
+            profile,
+            _slots: slots,
+            _params: params,
+            _dummy: dummy,
+        })
+    }
+
+    pub fn run(&mut self, graph: &Graph, inputs: &[&[f32]]) -> Result<(Outputs, RunCounters)> {
+        let gpu = &self.gpu;
+        for (buffer, data) in self.input_buffers.iter().zip(inputs) {
+            if !data.is_empty() {
+                gpu.queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
+            }
+        }
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        match &self.profile {
+            None => {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
+                for i in 0..self.pipelines.len() {
+                    pass.set_pipeline(&self.pipelines[i]);
+                    pass.set_bind_group(0, &self.bind_groups[i], &[]);
+                    let [x, y, z] = self.workgroups[i];
+                    pass.dispatch_workgroups(x, y, z);
+                }
+            }
+            Some(profiler) => {
+                for i in 0..self.pipelines.len() {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("profiled dispatch"),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &profiler.queries,
+                            beginning_of_pass_write_index: Some(2 * i as u32),
+                            end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        }),
+                    });
+                    pass.set_pipeline(&self.pipelines[i]);
+                    pass.set_bind_group(0, &self.bind_groups[i], &[]);
+                    let [x, y, z] = self.workgroups[i];
+                    pass.dispatch_workgroups(x, y, z);
+                }
+                let n = 2 * self.pipelines.len() as u32;
+                encoder.resolve_query_set(&profiler.queries, 0..n, &profiler.resolve, 0);
+                encoder.copy_buffer_to_buffer(&profiler.resolve, 0, &profiler.readback, 0, n as u64 * 8);
+            }
+        }
+        for (buffer, offset, numel) in &self.output_copies {
+            encoder.copy_buffer_to_buffer(buffer, 0, &self.staging, *offset, (*numel * 4) as u64);
+        }
+        let index = gpu.queue.submit([encoder.finish()]);
+        let slice = self.staging.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        if let Some(profiler) = &self.profile {
+            profiler.readback.slice(..).map_async(wgpu::MapMode::Read, |_| {});
+        }
+        gpu.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| Error::Gpu(format!("waiting for the forward: {e}")))?;
+        let mut outputs = Outputs::default();
+        let mut bytes_read_back = 0;
+        {
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading the outputs back: {e}")))?;
+            let words: &[f32] = bytemuck::cast_slice(&view);
+            for ((name, t), (_, offset, numel)) in graph.outputs.iter().zip(&self.output_copies) {
+                let start = *offset as usize / 4;
+                outputs
+                    .tensors
+                    .insert(name.clone(), (graph.tensors[t.0].shape.clone(), words[start..start + numel].to_vec()));
+                bytes_read_back += numel * 4;
+            }
+        }
+        self.staging.unmap();
+        if let Some(profiler) = &self.profile {
+            profiler.report(gpu, graph);
+        }
+        Ok((outputs, RunCounters { submits: 1, readbacks: 1, bytes_read_back }))
+    }
+}
+
+fn profiling_requested() -> bool {
+    std::env::var("MOMENT_PROFILE").is_ok_and(|v| v == "1")
+}
+
+/// Per-dispatch GPU timestamps (profiling mode only).
+struct Profiler {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+}
+
+impl Profiler {
+    fn new(gpu: &Gpu, graph: &Graph) -> Option<Profiler> {
+        if !gpu.has_timestamps() {
+            eprintln!("MOMENT_PROFILE: adapter `{}` has no timestamp queries; no per-op times", gpu.info.name);
+            return None;
+        }
+        let count = 2 * graph.nodes.len() as u32;
+        if count == 0 || count > wgpu::QUERY_SET_MAX_QUERIES {
+            eprintln!("MOMENT_PROFILE: {} dispatches is more than one query set can time", graph.nodes.len());
+            return None;
+        }
+        let size = count as u64 * 8;
+        Some(Profiler {
+            queries: gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            }),
+            resolve: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile resolve"),
+                size,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            readback: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile readback"),
+                size,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        })
+    }
+
+    /// Prints total GPU time per op label, largest first.
+    fn report(&self, gpu: &Gpu, graph: &Graph) {
+        let period_ns = gpu.queue.get_timestamp_period() as f64;
+        let mut per_op: Vec<(&'static str, usize, f64)> = Vec::new();
+        {
+            let Ok(view) = self.readback.slice(..).get_mapped_range() else {
+                eprintln!("MOMENT_PROFILE: timestamps could not be read back");
+                return;
+            };
+            let ticks: &[u64] = bytemuck::cast_slice(&view);
+            for (i, node) in graph.nodes.iter().enumerate() {
+                let us = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period_ns / 1000.0;
+                match per_op.iter_mut().find(|(l, _, _)| *l == node.kernel.label()) {
+                    Some(entry) => {
+                        entry.1 += 1;
+                        entry.2 += us;
+                    }
+                    None => per_op.push((node.kernel.label(), 1, us)),
+                }
+            }
+        }
+        self.readback.unmap();
+        per_op.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let total: f64 = per_op.iter().map(|e| e.2).sum();
+        eprintln!("MOMENT_PROFILE on {}: {} dispatches, {:.1} µs GPU time", gpu.info.name, graph.nodes.len(), total);
+        eprintln!("  {:<24} {:>6} {:>12} {:>7}", "op", "calls", "total µs", "%");
+        for (label, calls, us) in per_op {
+            eprintln!("  {:<24} {:>6} {:>12.1} {:>6.1}%", label, calls, us, 100.0 * us / total.max(1e-9));
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The small graph executor.
+//!
+//! A model builds a [`Graph`] once per input shape: named inputs, constant tensors (weights),
+//! and kernel nodes in execution order. [`Executable::new`] plans it for a device — buffers by
+//! tensor lifetime, pipelines and bind groups created up front — and [`Executable::run`] runs a
+//! forward: on a GPU as one command encoder, one compute pass, one submit and one readback of
+//! the named outputs; on the CPU by calling each node's CPU twin over the same plan.
+
+mod cpu;
+mod gpu;
+mod plan;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use gpu::ConstCache;
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::ops::Kernel;
+
+/// A tensor of the graph: every tensor is dense row-major f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TensorId(pub(crate) usize);
+
+#[derive(Clone, Debug)]
+pub(crate) enum Source {
+    /// Written by the caller before every forward.
+    Input(String),
+    /// Known at build time (weights, folded weights, tables); uploaded once per device.
+    Const(Arc<[f32]>),
+    /// Written by a node.
+    Node,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct TensorInfo {
+    pub shape: Vec<usize>,
+    pub source: Source,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub kernel: Box<dyn Kernel>,
+    pub inputs: Vec<Option<TensorId>>,
+    pub outputs: Vec<TensorId>,
+}
+
+/// A forward pass under construction.
+#[derive(Debug, Default)]
+pub struct Graph {
+    pub(crate) tensors: Vec<TensorInfo>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) outputs: Vec<(String, TensorId)>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A tensor the caller fills before each forward.
+    pub fn input(&mut self, name: &str, shape: &[usize]) -> TensorId {
+        self.add(shape.to_vec(), Source::Input(name.to_string()))
+    }
+
+    /// A constant (a weight or a table). Constants sharing the same `Arc` share one GPU buffer
+    /// across all graphs planned with the same [`ConstCache`].
+    pub fn constant(&mut self, data: Arc<[f32]>, shape: &[usize]) -> Result<TensorId> {
+        let numel: usize = shape.iter().product();
+        if numel != data.len() {
+            return Err(Error::Graph(format!("constant of shape {shape:?} given {} values", data.len())));
+        }
+        Ok(self.add(shape.to_vec(), Source::Const(data)))
+    }
+
+    /// Marks `t` as an output read back after every forward.
+    pub fn output(&mut self, name: &str, t: TensorId) {
+        self.outputs.push((name.to_string(), t));
+    }
+
+    pub fn shape(&self, t: TensorId) -> &[usize] {
+        &self.tensors[t.0].shape
+    }
+
+    /// Appends one dispatch of `kernel`, creating its outputs with the given shapes.
+    pub fn push(
+        &mut self,
+        kernel: impl Kernel + 'static,
+        inputs: &[Option<TensorId>],
+        output_shapes: &[Vec<usize>],
+    ) -> Vec<TensorId> {
+        let outputs: Vec<TensorId> = output_shapes.iter().map(|s| self.add(s.clone(), Source::Node)).collect();
+        self.nodes.push(Node { kernel: Box::new(kernel), inputs: inputs.to_vec(), outputs: outputs.clone() });
+        outputs
+    }
+
+    /// Same as [`Graph::push`] for the common single-output case.
+    pub fn push1(&mut self, kernel: impl Kernel + 'static, inputs: &[Option<TensorId>], shape: Vec<usize>) -> TensorId {
+        self.push(kernel, inputs, &[shape])[0]
+    }
+
+    /// Number of dispatches one forward of this graph records.
+    pub fn dispatches(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn add(&mut self, shape: Vec<usize>, source: Source) -> TensorId {
+        self.tensors.push(TensorInfo { shape, source });
+        TensorId(self.tensors.len() - 1)
+    }
+}
+
+/// Counters of the last forward, for tests, `moment bench` and users.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    pub dispatches: usize,
+    pub submits: usize,
+    pub readbacks: usize,
+    pub bytes_read_back: usize,
+    /// Bytes of activation and input buffers the plan holds (the reused intermediate slots
+    /// plus inputs); weights are counted separately.
+    pub peak_activation_bytes: usize,
+    pub weight_bytes: usize,
+}
+
+/// The named outputs of a forward.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Outputs {
+    /// The values of output `name`. Panics if the graph declared no such output: that is a bug
+    /// in the model code, not a user error.
+    pub fn get(&self, name: &str) -> &[f32] {
+        &self.tensors.get(name).unwrap_or_else(|| panic!("graph has no output `{name}`")).1
+    }
+    pub fn shape(&self, name: &str) -> &[usize] {
+        &self.tensors.get(name).unwrap_or_else(|| panic!("graph has no output `{name}`")).0
+    }
+}
+
+enum Backend {
+    Gpu(gpu::GpuPlan),
+    Cpu(cpu::CpuPlan),
+}
+
+/// A graph planned for one device, ready to run any number of forwards.
+pub struct Executable {
+    graph: Graph,
+    backend: Backend,
+    stats: ForwardStats,
+}
+
+impl Executable {
+    /// Plans `graph` on `device`. On a GPU this compiles every pipeline, creates every buffer and
+    /// bind group and uploads constants not already in `consts`.
+    pub fn new(graph: Graph, device: &Device, consts: &ConstCache) -> Result<Self> {
+        graph.validate()?;
+        let plan = plan::Plan::new(&graph);
+        let backend = match device {
+            Device::Gpu(g) => Backend::Gpu(gpu::GpuPlan::new(&graph, &plan, g.clone(), consts)?),
+            Device::Cpu => Backend::Cpu(cpu::CpuPlan::new(&graph, &plan)),
+        };
+        let stats = ForwardStats {
+            dispatches: graph.nodes.len(),
+            peak_activation_bytes: plan.activation_bytes(&graph),
+            weight_bytes: plan.const_bytes(&graph),
+            ..Default::default()
+        };
+        Ok(Executable { graph, backend, stats })
+    }
+
+    /// Runs one forward. `inputs` gives every graph input by name.
+    pub fn run(&mut self, inputs: &[(&str, &[f32])]) -> Result<Outputs> {
+        let mut values: Vec<&[f32]> = Vec::new();
+        for (index, info) in self.graph.tensors.iter().enumerate() {
+            let Source::Input(name) = &info.source else { continue };
+            let Some((_, data)) = inputs.iter().find(|(n, _)| n == name) else {
+                return Err(Error::Input { name: name.clone(), reason: "not given".into() });
+            };
+            if data.len() != info.numel() {
+                return Err(Error::Input {
+                    name: name.clone(),
+                    reason: format!("expected {} values (shape {:?}), got {}", info.numel(), info.shape, data.len()),
+                });
+            }
+            let _ = index;
+            values.push(data);
+        }
+        let (outputs, counters) = match &mut self.backend {
+            Backend::Gpu(p) => p.run(&self.graph, &values)?,
+            Backend::Cpu(p) => p.run(&self.graph, &values),
+        };
+        self.stats.submits = counters.submits;
+        self.stats.readbacks = counters.readbacks;
+        self.stats.bytes_read_back = counters.bytes_read_back;
+        Ok(outputs)
+    }
+
+    /// Counters of the last forward (dispatches, submits, readbacks, bytes, peak memory).
+    pub fn stats(&self) -> &ForwardStats {
+        &self.stats
+    }
+}
+
+/// What a backend counted during one forward.
+#[derive(Default)]
+pub(crate) struct RunCounters {
+    pub submits: usize,
+    pub readbacks: usize,
+    pub bytes_read_back: usize,
+}
+
+impl Graph {
+    fn validate(&self) -> Result<()> {
+        for (name, t) in &self.outputs {
+            if matches!(self.tensors[t.0].source, Source::Input(_)) {
+                return Err(Error::Graph(format!("output `{name}` is a graph input")));
+            }
+        }
+        for node in &self.nodes {
+            if node.outputs.iter().any(|o| node.inputs.contains(&Some(*o))) {
+                return Err(Error::Graph(format!("node `{}` reads its own output", node.kernel.label())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Index of each input tensor in the order `run` receives their values.
+    pub(crate) fn input_ids(&self) -> Vec<TensorId> {
+        (0..self.tensors.len())
+            .filter(|&i| matches!(self.tensors[i].source, Source::Input(_)))
+            .map(TensorId)
+            .collect()
+    }
+}

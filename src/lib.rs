@@ -1,0 +1,13 @@
+//! moment-gpu: video moment retrieval and highlight detection on any GPU through wgpu and
+//! hand-written WGSL kernels, with a CPU backend built from the kernels' CPU twins.
+
+pub mod device;
+pub mod error;
+pub mod graph;
+pub mod ops;
+pub mod testing;
+pub mod weights;
+
+pub use device::{Device, DeviceKind};
+pub use error::{Error, Result};
+pub use graph::{ConstCache, Executable, ForwardStats, Graph, Outputs, TensorId};

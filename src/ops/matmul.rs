@@ -1,0 +1,200 @@
+//! Linear layers and batched matmul with a fused epilogue (bias, activation, residual).
+//! WGSL: `shaders/matmul.wgsl` (any strides) and `shaders/matmul_vec4.wgsl` (vec4 loads), both
+//! completed by `shaders/matmul_common.wgsl`.
+
+use super::{activate, Act, Kernel, Params, Shader};
+use crate::error::{Error, Result};
+use crate::graph::{Graph, TensorId};
+
+const TILE: usize = 32;
+
+const SCALAR: Shader = Shader {
+    name: "matmul",
+    source: concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_common.wgsl")),
+    entry: "matmul",
+};
+const VEC4: Shader = Shader {
+    name: "matmul_vec4",
+    source: concat!(include_str!("../../shaders/matmul_vec4.wgsl"), include_str!("../../shaders/matmul_common.wgsl")),
+    entry: "matmul_vec4",
+};
+
+/// `c[b] = act(a[b] · w[b] + bias) + residual[b]`, operands addressed by element strides.
+#[derive(Clone, Debug)]
+pub struct Matmul {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    /// a[b, m, k] at b·a_batch + m·a_m + k·a_k
+    a_strides: [usize; 3],
+    /// w[b, k, n] at b·w_batch + k·w_k + n·w_n
+    w_strides: [usize; 3],
+    has_bias: bool,
+    act: u32,
+    has_residual: bool,
+}
+
+impl Matmul {
+    fn vec4_ok(&self) -> bool {
+        let [ab, am, ak] = self.a_strides;
+        let [wb, wk, wn] = self.w_strides;
+        ak == 1 && wk == 1 && self.k % 4 == 0 && [ab, am, wb, wn].iter().all(|s| s % 4 == 0)
+    }
+}
+
+impl Kernel for Matmul {
+    fn label(&self) -> &'static str {
+        "matmul"
+    }
+    fn shader(&self) -> Shader {
+        if self.vec4_ok() {
+            VEC4
+        } else {
+            SCALAR
+        }
+    }
+    fn params(&self) -> Params {
+        let [ab, am, ak] = self.a_strides;
+        let [wb, wk, wn] = self.w_strides;
+        Params::new()
+            .u(self.m)
+            .u(self.n)
+            .u(self.k)
+            .u(ab)
+            .u(am)
+            .u(ak)
+            .u(wb)
+            .u(wk)
+            .u(wn)
+            .flag(self.has_bias)
+            .u(self.act as usize)
+            .flag(self.has_residual)
+    }
+    fn workgroups(&self) -> [u32; 3] {
+        [self.n.div_ceil(TILE) as u32, self.m.div_ceil(TILE) as u32, self.batch as u32]
+    }
+    fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
+        let (a, w, bias, slope, residual) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]);
+        let c = &mut outputs[0];
+        let [ab, am, ak] = self.a_strides;
+        let [wb, wk, wn] = self.w_strides;
+        let slope = slope.first().copied().unwrap_or(0.0);
+        let mut row = vec![0.0f32; self.n];
+        for b in 0..self.batch {
+            for m in 0..self.m {
+                row.fill(0.0);
+                for k in 0..self.k {
+                    let x = a[b * ab + m * am + k * ak];
+                    let w_row = b * wb + k * wk;
+                    for (n, acc) in row.iter_mut().enumerate() {
+                        *acc += x * w[w_row + n * wn];
+                    }
+                }
+                for (n, acc) in row.iter().enumerate() {
+                    let mut v = *acc;
+                    if self.has_bias {
+                        v += bias[n];
+                    }
+                    v = activate(v, self.act, slope);
+                    let at = (b * self.m + m) * self.n + n;
+                    if self.has_residual {
+                        v += residual[at];
+                    }
+                    c[at] = v;
+                }
+            }
+        }
+    }
+}
+
+fn push(g: &mut Graph, op: Matmul, a: TensorId, w: TensorId, bias: Option<TensorId>, act: Act, residual: Option<TensorId>, shape: Vec<usize>) -> TensorId {
+    g.push1(op, &[Some(a), Some(w), bias, act.slope(), residual], shape)
+}
+
+fn check_epilogue(g: &Graph, n: usize, out_shape: &[usize], bias: Option<TensorId>, act: Act, residual: Option<TensorId>) -> Result<()> {
+    if let Some(b) = bias {
+        if g.shape(b) != [n] {
+            return Err(Error::Graph(format!("bias of shape {:?} for {n} outputs", g.shape(b))));
+        }
+    }
+    if let Some(s) = act.slope() {
+        if g.shape(s).iter().product::<usize>() != 1 {
+            return Err(Error::Graph(format!("PReLU slope of shape {:?}; one slope expected", g.shape(s))));
+        }
+    }
+    if let Some(r) = residual {
+        if g.shape(r) != out_shape {
+            return Err(Error::Graph(format!("residual of shape {:?} for output {out_shape:?}", g.shape(r))));
+        }
+    }
+    Ok(())
+}
+
+/// PyTorch `Linear`: `x (…, K) · wᵀ + bias` with `w` stored `(N, K)`, then `act`.
+pub fn linear(g: &mut Graph, x: TensorId, w: TensorId, bias: Option<TensorId>, act: Act) -> Result<TensorId> {
+    linear_residual(g, x, w, bias, act, None)
+}
+
+/// [`linear`] followed by `+ residual` (same shape as the output) in the same dispatch.
+pub fn linear_residual(g: &mut Graph, x: TensorId, w: TensorId, bias: Option<TensorId>, act: Act, residual: Option<TensorId>) -> Result<TensorId> {
+    let xs = g.shape(x).to_vec();
+    let ws = g.shape(w).to_vec();
+    let (Some(&k), [n, wk]) = (xs.last(), ws.as_slice()) else {
+        return Err(Error::Graph(format!("linear of input {xs:?} with weight {ws:?}")));
+    };
+    if k != *wk {
+        return Err(Error::Graph(format!("linear: input width {k} but weight {ws:?} expects {wk}")));
+    }
+    let m = xs[..xs.len() - 1].iter().product();
+    let mut out = xs.clone();
+    *out.last_mut().unwrap() = *n;
+    check_epilogue(g, *n, &out, bias, act, residual)?;
+    let op = Matmul {
+        batch: 1,
+        m,
+        n: *n,
+        k,
+        a_strides: [0, k, 1],
+        w_strides: [0, 1, k],
+        has_bias: bias.is_some(),
+        act: act.code(),
+        has_residual: residual.is_some(),
+    };
+    Ok(push(g, op, x, w, bias, act, residual, out))
+}
+
+/// Batched product `a (B, M, K) · b` with `b` of shape `(B, K, N)`, or `(B, N, K)` when
+/// `transpose_b` (as in `q · kᵀ`). Rank-2 operands are treated as B = 1.
+pub fn matmul(g: &mut Graph, a: TensorId, b: TensorId, transpose_b: bool) -> Result<TensorId> {
+    let as_ = g.shape(a).to_vec();
+    let bs = g.shape(b).to_vec();
+    let batched = |s: &[usize]| -> Option<[usize; 3]> {
+        match *s {
+            [r, c] => Some([1, r, c]),
+            [bt, r, c] => Some([bt, r, c]),
+            _ => None,
+        }
+    };
+    let (Some([ba, m, k]), Some([bb, r, c])) = (batched(&as_), batched(&bs)) else {
+        return Err(Error::Graph(format!("matmul needs rank-2 or rank-3 operands, got {as_:?} and {bs:?}")));
+    };
+    let (kb, n) = if transpose_b { (c, r) } else { (r, c) };
+    if ba != bb || k != kb {
+        return Err(Error::Graph(format!("matmul of {as_:?} and {bs:?} (transpose_b = {transpose_b})")));
+    }
+    let w_strides = if transpose_b { [r * c, 1, c] } else { [r * c, c, 1] };
+    let op = Matmul {
+        batch: ba,
+        m,
+        n,
+        k,
+        a_strides: [m * k, k, 1],
+        w_strides,
+        has_bias: false,
+        act: 0,
+        has_residual: false,
+    };
+    let out = if as_.len() == 2 { vec![m, n] } else { vec![ba, m, n] };
+    Ok(push(g, op, a, b, None, Act::None, None, out))
+}

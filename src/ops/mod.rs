@@ -1,0 +1,136 @@
+//! The kernel library. One file per op family holds, together, the op's graph builder (shape
+//! checks), its dispatch geometry and uniform parameters, and its CPU twin; its WGSL lives in
+//! `shaders/<family>.wgsl`. The CPU twin is the parity oracle for the WGSL kernel and also what
+//! the CPU backend runs.
+//!
+//! Binding convention shared by every shader: `@group(0) @binding(0)` is the kernel's uniform
+//! parameter block, then one `var<storage, read>` binding per input in order, then one
+//! `var<storage, read_write>` per output. An absent optional input is bound to a small dummy
+//! buffer (and arrives as an empty slice on the CPU); its kernel learns that from a flag.
+
+use std::fmt::Debug;
+
+pub mod attention;
+pub mod conv1d;
+pub mod elementwise;
+pub mod gated_attention;
+pub mod gru;
+pub mod layout;
+pub mod matmul;
+pub mod norm;
+pub mod position;
+pub mod reduce;
+pub mod softmax;
+pub mod span;
+
+/// A WGSL entry point.
+#[derive(Clone, Copy, Debug)]
+pub struct Shader {
+    /// Name of the `.wgsl` file (without extension): shows up in errors and profiles.
+    pub name: &'static str,
+    pub source: &'static str,
+    pub entry: &'static str,
+}
+
+/// One dispatch of one kernel, with everything fixed at graph-build time.
+pub trait Kernel: Debug + Send + Sync {
+    /// Op name used by `MOMENT_PROFILE=1` and in errors.
+    fn label(&self) -> &'static str;
+    fn shader(&self) -> Shader;
+    /// The uniform parameter block, as 32-bit words in WGSL struct order.
+    fn params(&self) -> Params;
+    fn workgroups(&self) -> [u32; 3];
+    /// The CPU twin: same inputs, same outputs (each output slice has exactly its length).
+    fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]);
+}
+
+/// A kernel's uniform block, built field by field in the WGSL struct's order. WGSL structs used
+/// here hold only 4-byte scalars, so the layout is a packed array of words padded to 16 bytes.
+#[derive(Clone, Debug, Default)]
+pub struct Params(pub Vec<u32>);
+
+impl Params {
+    pub fn new() -> Self {
+        Params(Vec::new())
+    }
+    pub fn u(mut self, v: usize) -> Self {
+        self.0.push(u32::try_from(v).expect("kernel parameter exceeds u32"));
+        self
+    }
+    pub fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+    pub fn flag(self, v: bool) -> Self {
+        self.u(v as usize)
+    }
+    /// The bytes uploaded to the uniform buffer: padded to a multiple of 16 bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut words = self.0.clone();
+        words.resize(words.len().div_ceil(4).max(1) * 4, 0);
+        bytemuck::cast_slice(&words).to_vec()
+    }
+}
+
+/// Largest workgroup count per grid dimension (WebGPU default limit).
+pub const MAX_GROUPS_PER_DIM: u32 = 65535;
+
+/// A 1-D grid of `groups` workgroups folded into (x, y) so that x stays within the per-dimension
+/// limit; shaders rebuild the linear index as `wid.x + wid.y * MAX_GROUPS_PER_DIM`.
+pub fn grid_1d(groups: usize) -> [u32; 3] {
+    let groups = groups.max(1) as u32;
+    if groups <= MAX_GROUPS_PER_DIM {
+        [groups, 1, 1]
+    } else {
+        [MAX_GROUPS_PER_DIM, groups.div_ceil(MAX_GROUPS_PER_DIM), 1]
+    }
+}
+
+/// Fused activation of matmul-like kernels, as the graph builders take it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    Relu,
+    /// PyTorch `nn.PReLU()`: one learnt slope, read on the GPU from this 1-element tensor.
+    Prelu(crate::graph::TensorId),
+    Sigmoid,
+}
+
+impl Act {
+    /// Code shared with the WGSL `activate` helpers.
+    pub fn code(self) -> u32 {
+        match self {
+            Act::None => 0,
+            Act::Relu => 1,
+            Act::Prelu(_) => 2,
+            Act::Sigmoid => 3,
+        }
+    }
+
+    pub fn slope(self) -> Option<crate::graph::TensorId> {
+        match self {
+            Act::Prelu(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// CPU twin of the WGSL `activate(x, code, slope)` helper.
+pub fn activate(x: f32, code: u32, slope: f32) -> f32 {
+    match code {
+        1 => x.max(0.0),
+        2 => {
+            if x >= 0.0 {
+                x
+            } else {
+                slope * x
+            }
+        }
+        3 => sigmoid(x),
+        _ => x,
+    }
+}
+
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
