@@ -138,7 +138,10 @@ pub fn choose_adapter(reports: &[AdapterReport], selector: Option<&str>) -> Resu
                     Ok(index)
                 } else {
                     Err(Error::NoAdapter {
-                        reason: format!("adapter index {index} requested, but only {} adapter(s) exist (see `moment info`)", reports.len()),
+                        reason: format!(
+                            "adapter index {index} requested, but only {} adapter(s) exist (see `moment info`)",
+                            reports.len()
+                        ),
                     })
                 };
             }

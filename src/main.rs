@@ -8,7 +8,11 @@ use moment_gpu::device::{choose_adapter, list_adapters};
 use moment_gpu::DeviceKind;
 
 #[derive(Parser)]
-#[command(name = "moment", version, about = "Video moment retrieval and highlight detection on any GPU (wgpu) or the CPU")]
+#[command(
+    name = "moment",
+    version,
+    about = "Video moment retrieval and highlight detection on any GPU (wgpu) or the CPU"
+)]
 struct Cli {
     /// Backend: auto (the chosen GPU adapter, else the CPU), gpu, or cpu.
     #[arg(long, global = true, default_value = "auto")]
@@ -72,7 +76,9 @@ fn info(kind: DeviceKind, adapter: Option<&str>) -> moment_gpu::Result<()> {
         DeviceKind::Cpu => "CPU backend (--device cpu)".to_string(),
         _ => match choose_adapter(&reports, adapter) {
             Ok(i) => format!("[{i}] {}", reports[i].info.name),
-            Err(e) if kind == DeviceKind::Auto => format!("CPU backend (no GPU adapter: {})", e.to_string().lines().next().unwrap_or("")),
+            Err(e) if kind == DeviceKind::Auto => {
+                format!("CPU backend (no GPU adapter: {})", e.to_string().lines().next().unwrap_or(""))
+            }
             Err(e) => return Err(e),
         },
     };

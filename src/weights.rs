@@ -50,8 +50,10 @@ impl Weights {
         let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("{e}")))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{e}")))?;
         let config = match metadata.metadata().as_ref().and_then(|m| m.get("config")) {
-            Some(text) => serde_json::from_str(text)
-                .map_err(|e| Error::Config { path: path.clone(), reason: format!("metadata `config` is not valid JSON: {e}") })?,
+            Some(text) => serde_json::from_str(text).map_err(|e| Error::Config {
+                path: path.clone(),
+                reason: format!("metadata `config` is not valid JSON: {e}"),
+            })?,
             None => serde_json::Value::Null,
         };
         let mut tensors = BTreeMap::new();
@@ -85,14 +87,23 @@ impl Weights {
     pub fn get(&self, key: &str, shape: &[usize]) -> Result<&Tensor> {
         let t = self.get_any(key)?;
         if t.shape != shape {
-            return Err(Error::TensorShape { path: self.path.clone(), key: key.into(), expected: shape.to_vec(), found: t.shape.clone() });
+            return Err(Error::TensorShape {
+                path: self.path.clone(),
+                key: key.into(),
+                expected: shape.to_vec(),
+                found: t.shape.clone(),
+            });
         }
         Ok(t)
     }
 
     /// The tensor `key`, whatever its shape.
     pub fn get_any(&self, key: &str) -> Result<&Tensor> {
-        self.tensors.get(key).ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.into(), hint: self.near_miss(key) })
+        self.tensors.get(key).ok_or_else(|| Error::MissingTensor {
+            path: self.path.clone(),
+            key: key.into(),
+            hint: self.near_miss(key),
+        })
     }
 
     /// Checks every expected key and shape at once, so one error lists every missing key, then
@@ -100,7 +111,11 @@ impl Weights {
     pub fn check(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
         let missing: Vec<&str> = expected.iter().filter(|(k, _)| !self.contains(k)).map(|(k, _)| k.as_str()).collect();
         if !missing.is_empty() {
-            let hint = if missing.len() > 1 { format!(" (and {} more: {})", missing.len() - 1, missing[1..].join(", ")) } else { self.near_miss(missing[0]) };
+            let hint = if missing.len() > 1 {
+                format!(" (and {} more: {})", missing.len() - 1, missing[1..].join(", "))
+            } else {
+                self.near_miss(missing[0])
+            };
             return Err(Error::MissingTensor { path: self.path.clone(), key: missing[0].into(), hint });
         }
         for (key, shape) in expected {

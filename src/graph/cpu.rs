@@ -38,11 +38,8 @@ impl CpuPlan {
                         }
                     })
                     .collect();
-                let mut out_slices: Vec<&mut [f32]> = outs
-                    .iter_mut()
-                    .zip(&node.outputs)
-                    .map(|(v, t)| &mut v[..graph.tensors[t.0].numel()])
-                    .collect();
+                let mut out_slices: Vec<&mut [f32]> =
+                    outs.iter_mut().zip(&node.outputs).map(|(v, t)| &mut v[..graph.tensors[t.0].numel()]).collect();
                 node.kernel.cpu(&ins, &mut out_slices);
             }
             for (t, v) in node.outputs.iter().zip(outs) {

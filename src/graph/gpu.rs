@@ -198,9 +198,7 @@ impl GpuPlan {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("planning the graph failed: {e}")));
         }
-        let profile = profiling_requested()
-            .then(|| Profiler::new(&gpu, graph))
-            .flatten();
+        let profile = profiling_requested().then(|| Profiler::new(&gpu, graph)).flatten();
         Ok(GpuPlan {
             gpu,
             pipelines,
@@ -226,7 +224,10 @@ impl GpuPlan {
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
         match &self.profile {
             None => {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("forward"),
+                    timestamp_writes: None,
+                });
                 for i in 0..self.pipelines.len() {
                     pass.set_pipeline(&self.pipelines[i]);
                     pass.set_bind_group(0, &self.bind_groups[i], &[]);

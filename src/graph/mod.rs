@@ -236,9 +236,6 @@ impl Graph {
 
     /// Index of each input tensor in the order `run` receives their values.
     pub(crate) fn input_ids(&self) -> Vec<TensorId> {
-        (0..self.tensors.len())
-            .filter(|&i| matches!(self.tensors[i].source, Source::Input(_)))
-            .map(TensorId)
-            .collect()
+        (0..self.tensors.len()).filter(|&i| matches!(self.tensors[i].source, Source::Input(_))).map(TensorId).collect()
     }
 }

@@ -108,11 +108,27 @@ impl Kernel for Matmul {
     }
 }
 
-fn push(g: &mut Graph, op: Matmul, a: TensorId, w: TensorId, bias: Option<TensorId>, act: Act, residual: Option<TensorId>, shape: Vec<usize>) -> TensorId {
+fn push(
+    g: &mut Graph,
+    op: Matmul,
+    a: TensorId,
+    w: TensorId,
+    bias: Option<TensorId>,
+    act: Act,
+    residual: Option<TensorId>,
+    shape: Vec<usize>,
+) -> TensorId {
     g.push1(op, &[Some(a), Some(w), bias, act.slope(), residual], shape)
 }
 
-fn check_epilogue(g: &Graph, n: usize, out_shape: &[usize], bias: Option<TensorId>, act: Act, residual: Option<TensorId>) -> Result<()> {
+fn check_epilogue(
+    g: &Graph,
+    n: usize,
+    out_shape: &[usize],
+    bias: Option<TensorId>,
+    act: Act,
+    residual: Option<TensorId>,
+) -> Result<()> {
     if let Some(b) = bias {
         if g.shape(b) != [n] {
             return Err(Error::Graph(format!("bias of shape {:?} for {n} outputs", g.shape(b))));
@@ -137,7 +153,14 @@ pub fn linear(g: &mut Graph, x: TensorId, w: TensorId, bias: Option<TensorId>, a
 }
 
 /// [`linear`] followed by `+ residual` (same shape as the output) in the same dispatch.
-pub fn linear_residual(g: &mut Graph, x: TensorId, w: TensorId, bias: Option<TensorId>, act: Act, residual: Option<TensorId>) -> Result<TensorId> {
+pub fn linear_residual(
+    g: &mut Graph,
+    x: TensorId,
+    w: TensorId,
+    bias: Option<TensorId>,
+    act: Act,
+    residual: Option<TensorId>,
+) -> Result<TensorId> {
     let xs = g.shape(x).to_vec();
     let ws = g.shape(w).to_vec();
     let (Some(&k), [n, wk]) = (xs.last(), ws.as_slice()) else {

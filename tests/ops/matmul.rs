@@ -66,7 +66,12 @@ fn batched_matmul_matches_cpu() {
                 g.output("y", y);
             };
             let (cpu, gpu_out) = run_cpu_and_gpu(&gpu, build, &[("a", &a), ("b", &b)]);
-            assert_close(&format!("matmul {bt}x{m}x{k}x{n} transpose_b={transpose_b}"), gpu_out.get("y"), cpu.get("y"), TOL);
+            assert_close(
+                &format!("matmul {bt}x{m}x{k}x{n} transpose_b={transpose_b}"),
+                gpu_out.get("y"),
+                cpu.get("y"),
+                TOL,
+            );
         }
     }
 }
