@@ -47,6 +47,9 @@ pub enum Error {
     #[error("GPU execution failed: {0}")]
     Gpu(String),
 
+    #[error("{path}: {reason}")]
+    Features { path: PathBuf, reason: String },
+
     #[error("input `{name}`: {reason}")]
     Input { name: String, reason: String },
 }

@@ -4,6 +4,7 @@
 pub mod device;
 pub mod error;
 pub mod graph;
+pub mod io;
 pub mod ops;
 pub mod testing;
 pub mod weights;
