@@ -76,7 +76,10 @@ fn pick_key(path: &Path, key: Option<&str>, default_keys: &[&str], names: &[Stri
         [only] => Ok(only.clone()),
         _ => Err(features_error(
             path,
-            format!("none of the expected entries {default_keys:?}; entries: {} (name one with --video-key/--query-key)", names.join(", ")),
+            format!(
+                "none of the expected entries {default_keys:?}; entries: {} (name one with --video-key/--query-key)",
+                names.join(", ")
+            ),
         )),
     }
 }
@@ -89,7 +92,12 @@ fn npy_to_array<R: std::io::Read>(path: &Path, npy: npyz::NpyFile<R>) -> Result<
     let descr = npy.dtype().descr();
     let data: Vec<f32> = match descr.trim_matches('\'') {
         "<f4" => npy.into_vec::<f32>().map_err(|e| features_error(path, e.to_string()))?,
-        "<f8" => npy.into_vec::<f64>().map_err(|e| features_error(path, e.to_string()))?.into_iter().map(|x| x as f32).collect(),
+        "<f8" => npy
+            .into_vec::<f64>()
+            .map_err(|e| features_error(path, e.to_string()))?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
         "<f2" => npy
             .into_vec::<half::f16>()
             .map_err(|e| features_error(path, e.to_string()))?

@@ -29,11 +29,14 @@ impl CpuPlan {
                     .map(|t| match t {
                         None => &[][..],
                         Some(t) => {
+                            let numel = graph.tensors[t.0].numel();
+                            let t = &graph.root(*t);
                             let info = &graph.tensors[t.0];
                             match &info.source {
                                 Source::Input(_) => inputs[input_ids.iter().position(|i| i == t).unwrap()],
                                 Source::Const(data) => &data[..],
-                                Source::Node => &self.slots[self.slot_of[t.0].unwrap()][..info.numel()],
+                                Source::Node => &self.slots[self.slot_of[t.0].unwrap()][..numel],
+                                Source::Alias(_) => unreachable!("roots are never aliases"),
                             }
                         }
                     })
@@ -49,10 +52,7 @@ impl CpuPlan {
         let mut outputs = Outputs::default();
         for (name, t) in &graph.outputs {
             let info = &graph.tensors[t.0];
-            let values = match &info.source {
-                Source::Const(data) => data.to_vec(),
-                _ => self.slots[self.slot_of[t.0].unwrap()][..info.numel()].to_vec(),
-            };
+            let values = self.slots[self.slot_of[graph.root(*t).0].unwrap()][..info.numel()].to_vec();
             outputs.tensors.insert(name.clone(), (info.shape.clone(), values));
         }
         (outputs, RunCounters::default())

@@ -119,6 +119,8 @@ impl GpuPlan {
                 }
                 Source::Const(data) => Some(consts.get(&gpu, data)),
                 Source::Node => plan.slot_of[i].map(|s| slots[s].clone()),
+                // Roots come before their aliases.
+                Source::Alias(root) => buffer_of[root.0].clone(),
             };
         }
 

@@ -31,6 +31,8 @@ pub(crate) enum Source {
     Const(Arc<[f32]>),
     /// Written by a node.
     Node,
+    /// The same values as another tensor under another shape (a free reshape).
+    Alias(TensorId),
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +85,23 @@ impl Graph {
     /// Marks `t` as an output read back after every forward.
     pub fn output(&mut self, name: &str, t: TensorId) {
         self.outputs.push((name.to_string(), t));
+    }
+
+    /// `t` under another shape with the same number of values; no copy, no dispatch.
+    pub fn reshape(&mut self, t: TensorId, shape: &[usize]) -> Result<TensorId> {
+        let numel: usize = shape.iter().product();
+        if numel != self.tensors[t.0].numel() {
+            return Err(Error::Graph(format!("reshape of {:?} to {shape:?}", self.tensors[t.0].shape)));
+        }
+        Ok(self.add(shape.to_vec(), Source::Alias(self.root(t))))
+    }
+
+    /// The tensor that owns the storage of `t` (itself unless `t` is a reshape).
+    pub(crate) fn root(&self, t: TensorId) -> TensorId {
+        match self.tensors[t.0].source {
+            Source::Alias(r) => r,
+            _ => t,
+        }
     }
 
     pub fn shape(&self, t: TensorId) -> &[usize] {
@@ -222,12 +241,12 @@ pub(crate) struct RunCounters {
 impl Graph {
     fn validate(&self) -> Result<()> {
         for (name, t) in &self.outputs {
-            if matches!(self.tensors[t.0].source, Source::Input(_)) {
-                return Err(Error::Graph(format!("output `{name}` is a graph input")));
+            if !matches!(self.tensors[self.root(*t).0].source, Source::Node) {
+                return Err(Error::Graph(format!("output `{name}` is not computed by the graph")));
             }
         }
         for node in &self.nodes {
-            if node.outputs.iter().any(|o| node.inputs.contains(&Some(*o))) {
+            if node.outputs.iter().any(|o| node.inputs.iter().flatten().any(|i| self.root(*i) == *o)) {
                 return Err(Error::Graph(format!("node `{}` reads its own output", node.kernel.label())));
             }
         }

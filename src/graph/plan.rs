@@ -23,7 +23,7 @@ impl Plan {
         let is_output: Vec<bool> = {
             let mut v = vec![false; n];
             for (_, t) in &graph.outputs {
-                v[t.0] = true;
+                v[graph.root(*t).0] = true;
             }
             v
         };
@@ -31,7 +31,7 @@ impl Plan {
         let mut last_use: Vec<Option<usize>> = vec![None; n];
         for (i, node) in graph.nodes.iter().enumerate() {
             for t in node.inputs.iter().flatten() {
-                last_use[t.0] = Some(i);
+                last_use[graph.root(*t).0] = Some(i);
             }
         }
 
@@ -62,7 +62,7 @@ impl Plan {
                 slot_of[t] = Some(slot);
             }
             // Free what dies here: inputs read for the last time, and outputs nobody reads.
-            for t in node.inputs.iter().flatten().chain(node.outputs.iter()) {
+            for t in node.inputs.iter().flatten().map(|t| graph.root(*t)).chain(node.outputs.iter().copied()) {
                 let dies = last_use[t.0].is_none_or(|last| last == i);
                 if dies && !is_output[t.0] {
                     if let Some(s) = slot_of[t.0] {

@@ -176,3 +176,27 @@ fn gpu_tests_fail_when_a_gpu_is_required_and_skip_loudly_otherwise() {
     assert!(optional.status.success(), "without MOMENT_REQUIRE_GPU a missing adapter skips:\n{text}");
     assert!(text.contains("SKIPPING GPU TESTS"), "the skip must be loud:\n{text}");
 }
+
+/// Reshapes are free aliases: a reshaped input feeds a kernel and a reshaped result is an output.
+#[test]
+fn reshape_aliases_share_storage() {
+    let w: Vec<f32> = (0..8).map(|i| i as f32 * 0.5).collect();
+    let build = |g: &mut Graph| {
+        let x = g.input("x", &[2, 6]);
+        let x3 = g.reshape(x, &[3, 4]).unwrap();
+        let wi = g.constant(w.clone().into(), &[2, 4]).unwrap();
+        let y = linear(g, x3, wi, None, Act::None).unwrap();
+        let flat = g.reshape(y, &[6]).unwrap();
+        g.output("flat", flat);
+    };
+    let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
+    // Row r of x3 is x[4r..4r+4]; output (r, c) = Σ_k x3[r,k]·w[c,k].
+    let want: Vec<f32> = (0..6).map(|i| (0..4).map(|k| x[(i / 2) * 4 + k] * w[(i % 2) * 4 + k]).sum()).collect();
+    let cpu = run_cpu(build, &[("x", &x)]);
+    assert_eq!(cpu.shape("flat"), &[6]);
+    assert_close("reshape cpu", cpu.get("flat"), &want, Tolerance::new(1e-6, 0.0));
+    if let Some(gpu) = gpu() {
+        let (_, gpu_out) = moment_gpu::testing::run_cpu_and_gpu(&gpu, build, &[("x", &x)]);
+        assert_close("reshape gpu", gpu_out.get("flat"), &want, Tolerance::new(1e-6, 0.0));
+    }
+}
