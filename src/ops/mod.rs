@@ -17,6 +17,7 @@ pub mod gated_attention;
 pub mod gru;
 pub mod layout;
 pub mod matmul;
+pub mod moment_rows;
 pub mod norm;
 pub mod position;
 pub mod reduce;

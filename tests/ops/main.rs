@@ -11,6 +11,7 @@ mod gated_attention;
 mod gru;
 mod layout;
 mod matmul;
+mod moment_rows;
 mod norm;
 mod position;
 mod reduce;
