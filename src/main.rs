@@ -1,39 +1,62 @@
 //! `moment`: the command-line front end of moment-gpu.
 
+mod cli;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use moment_gpu::device::{choose_adapter, list_adapters};
-use moment_gpu::DeviceKind;
+use moment_gpu::{Device, DeviceKind};
 
 #[derive(Parser)]
 #[command(
     name = "moment",
     version,
-    about = "Video moment retrieval and highlight detection on any GPU (wgpu) or the CPU"
+    about = "Video moment retrieval and highlight detection (TR-DETR) on any GPU through wgpu, or on the CPU",
+    after_help = "Start with `moment info` to see the adapters, or `moment predict --help`."
 )]
 struct Cli {
-    /// Backend: auto (the chosen GPU adapter, else the CPU), gpu, or cpu.
-    #[arg(long, global = true, default_value = "auto")]
-    device: DeviceKind,
-    /// GPU adapter by name substring or index (see `moment info`); overrides MOMENT_ADAPTER.
-    #[arg(long, global = true)]
-    adapter: Option<String>,
+    #[command(flatten)]
+    device: DeviceArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct DeviceArgs {
+    /// Backend: auto (the chosen GPU adapter, else the CPU with a notice), gpu, or cpu.
+    #[arg(long, global = true, default_value = "auto", value_name = "auto|gpu|cpu")]
+    device: DeviceKind,
+    /// GPU adapter by name substring or index (see `moment info`); overrides MOMENT_ADAPTER.
+    #[arg(long, global = true, value_name = "NAME|INDEX")]
+    adapter: Option<String>,
+}
+
+impl DeviceArgs {
+    pub fn open(&self) -> moment_gpu::Result<Device> {
+        let device = Device::open(self.device, self.adapter.as_deref())?;
+        eprintln!("moment: running on {}", device.name());
+        Ok(device)
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// List every GPU adapter with its capabilities, and which one `--device auto` picks.
     Info,
+    /// Predict moments and saliency for one query over one video, or for a whole annotation file.
+    Predict(cli::predict::PredictArgs),
+    /// Time warm forwards of a model at a given shape (random inputs).
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Info => info(cli.device, cli.adapter.as_deref()),
+    let result = match &cli.command {
+        Command::Info => cli::info::run(cli.device.device, cli.device.adapter.as_deref()),
+        Command::Predict(args) => cli::predict::run(&cli.device, args),
+        Command::Bench(args) => cli::bench::run(&cli.device, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -44,44 +67,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn info(kind: DeviceKind, adapter: Option<&str>) -> moment_gpu::Result<()> {
-    let reports = list_adapters();
-    if reports.is_empty() {
-        println!("no GPU adapters found");
-    }
-    for r in &reports {
-        let f = r.features;
-        let yes = |b: bool| if b { "yes" } else { "no" };
-        println!("[{}] {} — {:?}, {:?}", r.index, r.info.name, r.info.backend, r.info.device_type);
-        println!("    driver: {} {}", r.info.driver, r.info.driver_info);
-        println!(
-            "    f16: {}   subgroups: {} (size {}..{})   timestamp queries: {}",
-            yes(f.contains(wgpu::Features::SHADER_F16)),
-            yes(f.contains(wgpu::Features::SUBGROUP)),
-            r.info.subgroup_min_size,
-            r.info.subgroup_max_size,
-            yes(f.contains(wgpu::Features::TIMESTAMP_QUERY))
-        );
-        let l = &r.limits;
-        println!(
-            "    limits: {} storage buffers/stage, {} MiB per storage binding, {} MiB max buffer, {} KiB workgroup memory, {} invocations/workgroup",
-            l.max_storage_buffers_per_shader_stage,
-            l.max_storage_buffer_binding_size >> 20,
-            l.max_buffer_size >> 20,
-            l.max_compute_workgroup_storage_size >> 10,
-            l.max_compute_invocations_per_workgroup
-        );
-    }
-    let chosen = match kind {
-        DeviceKind::Cpu => "CPU backend (--device cpu)".to_string(),
-        _ => match choose_adapter(&reports, adapter) {
-            Ok(i) => format!("[{i}] {}", reports[i].info.name),
-            Err(e) if kind == DeviceKind::Auto => {
-                format!("CPU backend (no GPU adapter: {})", e.to_string().lines().next().unwrap_or(""))
-            }
-            Err(e) => return Err(e),
-        },
-    };
-    println!("{:?} picks: {chosen}", kind);
-    Ok(())
+/// Writes `contents` to `path` atomically: a temporary file beside it, renamed on success, so a
+/// failed run never leaves a half-written output.
+pub fn write_atomically(path: &PathBuf, contents: &[u8]) -> moment_gpu::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "output".into());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, contents).map_err(|e| moment_gpu::Error::io(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        moment_gpu::Error::io(path, e)
+    })
 }

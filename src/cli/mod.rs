@@ -1,0 +1,5 @@
+//! The `moment` subcommands, one file each.
+
+pub mod bench;
+pub mod info;
+pub mod predict;

@@ -1,0 +1,198 @@
+//! `moment predict`: one query over one video (feature files → one JSON line on stdout), or a
+//! whole annotation JSONL in the QVHighlights layout (→ a predictions JSONL, written atomically,
+//! with progress; a query that fails is reported and the others still come out).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use moment_gpu::io::read_array;
+use moment_gpu::models::postprocess::{prediction_json, saliency_f16};
+use moment_gpu::models::{Model, Prediction, Qid, QueryInput, VideoInput};
+use moment_gpu::{Error, Result};
+
+use crate::{write_atomically, DeviceArgs};
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    moment predict --weights model.safetensors --video slowfast/vid.npz --video clip/vid.npz --query text/qid7.npz --duration 150\n  \
+    moment predict --weights model.safetensors --annotations highlight_val_release.jsonl \\\n      \
+    --video-dir slowfast_features --video-dir clip_features --query-dir clip_text_features --out preds.jsonl")]
+pub struct PredictArgs {
+    /// Weights file (.safetensors with the official keys and the config metadata).
+    #[arg(long)]
+    weights: PathBuf,
+    /// A video feature file (.npy, .npz or .safetensors), once per source in the official order
+    /// (TR-DETR on QVHighlights: SlowFast, then CLIP).
+    #[arg(long, value_name = "FILE")]
+    video: Vec<PathBuf>,
+    /// A text feature file, once per source (CLIP `last_hidden_state` tokens).
+    #[arg(long, value_name = "FILE")]
+    query: Vec<PathBuf>,
+    /// Annotated video duration in seconds (default: clips × clip length).
+    #[arg(long)]
+    duration: Option<f32>,
+    /// `qid` of the output record.
+    #[arg(long, default_value = "0")]
+    qid: String,
+    /// `vid` of the output record.
+    #[arg(long, default_value = "")]
+    vid: String,
+    /// `query` text of the output record.
+    #[arg(long, default_value = "")]
+    query_text: String,
+    /// Entry to read from .npz/.safetensors video files (default: `features`).
+    #[arg(long)]
+    video_key: Option<String>,
+    /// Entry to read from .npz/.safetensors text files (default: `last_hidden_state`).
+    #[arg(long)]
+    query_key: Option<String>,
+    /// Batch mode: an annotation JSONL with `qid`, `query`, `vid`, `duration` per line.
+    #[arg(long, value_name = "JSONL", requires_all = ["video_dir", "query_dir", "out"], conflicts_with_all = ["video", "query"])]
+    annotations: Option<PathBuf>,
+    /// Batch mode: a directory of `<vid>.npz` video features, once per source in order.
+    #[arg(long, value_name = "DIR")]
+    video_dir: Vec<PathBuf>,
+    /// Batch mode: the directory of `qid<qid>.npz` text features.
+    #[arg(long, value_name = "DIR")]
+    query_dir: Option<PathBuf>,
+    /// Output JSONL (batch mode; optional for one query, default stdout).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Batch mode: queries per forward.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+const VIDEO_KEYS: &[&str] = &["features"];
+const QUERY_KEYS: &[&str] = &["last_hidden_state", "token"];
+
+pub fn run(device: &DeviceArgs, args: &PredictArgs) -> Result<()> {
+    if args.annotations.is_none() && (args.video.is_empty() || args.query.is_empty()) {
+        return Err(Error::Input {
+            name: "command line".into(),
+            reason: "give --video and --query feature files (one query), or --annotations with --video-dir, --query-dir and --out (batch)".into(),
+        });
+    }
+    let device = device.open()?;
+    let model = Model::load(&args.weights, &device)?;
+    match &args.annotations {
+        Some(annotations) => run_batch(&model, args, annotations),
+        None => {
+            let mut video = read_video(&model, &args.video, args.video_key.as_deref())?;
+            video.duration = args.duration;
+            let query = read_query(&model, &args.query, args.query_key.as_deref())?;
+            let prediction = model.predict(&video, &query)?;
+            let line = record(&Qid::parse(&args.qid), &args.query_text, &args.vid, &prediction);
+            match &args.out {
+                Some(out) => write_atomically(out, format!("{line}\n").as_bytes()),
+                None => {
+                    println!("{line}");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn record(qid: &Qid, query: &str, vid: &str, p: &Prediction) -> String {
+    prediction_json(qid, query, vid, &p.windows, &saliency_f16(&p.saliency))
+}
+
+fn names(paths: &[PathBuf]) -> Vec<String> {
+    paths.iter().map(|p| p.display().to_string()).collect()
+}
+
+fn read_video(model: &Model, paths: &[PathBuf], key: Option<&str>) -> Result<VideoInput> {
+    let arrays = paths.iter().map(|p| read_array(p, key, VIDEO_KEYS)).collect::<Result<Vec<_>>>()?;
+    model.video_from_sources(&arrays, &names(paths))
+}
+
+fn read_query(model: &Model, paths: &[PathBuf], key: Option<&str>) -> Result<QueryInput> {
+    let arrays = paths.iter().map(|p| read_array(p, key, QUERY_KEYS)).collect::<Result<Vec<_>>>()?;
+    model.query_from_sources(&arrays, &names(paths))
+}
+
+/// One annotation line: the fields prediction needs.
+struct Annotation {
+    qid: Qid,
+    query: String,
+    vid: String,
+    duration: Option<f32>,
+}
+
+fn parse_annotation(path: &Path, number: usize, line: &str) -> Result<Annotation> {
+    let bad = |reason: String| Error::Input { name: format!("{}:{number}", path.display()), reason };
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(format!("not a JSON object: {e}")))?;
+    let qid = match &v["qid"] {
+        serde_json::Value::Number(n) if n.is_i64() => Qid::Int(n.as_i64().unwrap()),
+        serde_json::Value::String(s) => Qid::Str(s.clone()),
+        other => return Err(bad(format!("`qid` must be an integer or a string, got {other}"))),
+    };
+    let vid = v["vid"].as_str().ok_or_else(|| bad("missing string field `vid`".into()))?.to_string();
+    let query = v["query"].as_str().unwrap_or("").to_string();
+    let duration = match &v["duration"] {
+        serde_json::Value::Null => None,
+        d => Some(d.as_f64().ok_or_else(|| bad(format!("`duration` must be a number, got {d}")))? as f32),
+    };
+    Ok(Annotation { qid, query, vid, duration })
+}
+
+fn run_batch(model: &Model, args: &PredictArgs, annotations: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(annotations).map_err(|e| Error::io(annotations, e))?;
+    let out = args.out.as_ref().expect("clap requires --out in batch mode");
+    // Fail on an unwritable output before the work, not after it.
+    let out_dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !out_dir.is_dir() {
+        return Err(Error::io(out, std::io::Error::new(std::io::ErrorKind::NotFound, "output directory does not exist")));
+    }
+    let query_dir = args.query_dir.as_ref().expect("clap requires --query-dir");
+    let lines: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
+    let bar = ProgressBar::new(lines.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} queries · {per_sec} · eta {eta}").unwrap());
+    let mut records: Vec<(usize, String)> = Vec::new();
+    let mut failures = 0usize;
+    for chunk in lines.chunks(args.batch_size.max(1)) {
+        // Load every item of the chunk; an item that fails is reported and skipped.
+        let mut ready: Vec<(usize, Annotation, VideoInput, QueryInput)> = Vec::new();
+        for &(number, line) in chunk {
+            let loaded = parse_annotation(annotations, number, line).and_then(|a| {
+                let videos: Vec<PathBuf> = args.video_dir.iter().map(|d| d.join(format!("{}.npz", a.vid))).collect();
+                let mut video = read_video(model, &videos, args.video_key.as_deref())?;
+                video.duration = a.duration;
+                let qfile = query_dir.join(match &a.qid {
+                    Qid::Int(i) => format!("qid{i}.npz"),
+                    Qid::Str(s) => format!("qid{s}.npz"),
+                });
+                let query = read_query(model, &[qfile], args.query_key.as_deref())?;
+                Ok((a, video, query))
+            });
+            match loaded {
+                Ok((a, v, q)) => ready.push((number, a, v, q)),
+                Err(e) => {
+                    failures += 1;
+                    bar.suspend(|| eprintln!("moment: line {number} skipped: {e}"));
+                }
+            }
+        }
+        let items: Vec<(&VideoInput, &QueryInput)> = ready.iter().map(|(_, _, v, q)| (v, q)).collect();
+        let predictions = model.predict_batch(&items)?;
+        for ((number, a, _, _), p) in ready.iter().zip(&predictions) {
+            records.push((*number, record(&a.qid, &a.query, &a.vid, p)));
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    records.sort_by_key(|(n, _)| *n);
+    let mut body = Vec::new();
+    for (_, line) in &records {
+        writeln!(body, "{line}").unwrap();
+    }
+    write_atomically(out, &body)?;
+    eprintln!("moment: wrote {} predictions to {}{}", records.len(), out.display(), if failures > 0 { format!(" ({failures} queries failed, see above)") } else { String::new() });
+    if records.is_empty() && failures > 0 {
+        return Err(Error::Input { name: annotations.display().to_string(), reason: "every query failed".into() });
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Pieces the DETR-style models share: the parameter store, PyTorch-layout layers (LinearLayer
+//! input projections, MLPs, `nn.MultiheadAttention` with its packed `in_proj`), post-norm encoder
+//! layers, the DAB-DETR anchor decoder and the GRU highlight head. Each takes the official key
+//! prefix, so a model reads like its state_dict.
+
+use std::collections::HashMap;
+use std::f32::consts::TAU;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::graph::{Graph, TensorId};
+use crate::ops::attention::{attention, Cols};
+use crate::ops::elementwise::{add, binary_fused, mul, Binary, Unary};
+use crate::ops::gru::{gru, GruWeights};
+use crate::ops::layout::{concat, gather_rows, slice};
+use crate::ops::matmul::{linear, linear_residual, matmul};
+use crate::ops::moment_rows::moment_rows;
+use crate::ops::norm::layer_norm;
+use crate::ops::position::sine_embed_coords;
+use crate::ops::Act;
+use crate::weights::{Tensor, Weights};
+
+/// LayerNorm epsilon of every official model.
+pub const LN_EPS: f32 = 1e-5;
+
+/// The tensors a model reads: the weights file's tensors by official key, plus tensors derived
+/// from them once at load (split or folded weights) under `<key>#<what>` names. Graphs built for
+/// different input shapes take the same `Arc`s, so each weight is uploaded once per device.
+pub(crate) struct Params {
+    tensors: HashMap<String, Tensor>,
+    path: std::path::PathBuf,
+}
+
+impl Params {
+    pub fn new(weights: &Weights) -> Self {
+        let tensors = weights.keys().map(|k| (k.to_string(), weights.get_any(k).unwrap().clone())).collect();
+        Params { tensors, path: weights.path.clone() }
+    }
+
+    pub fn get(&self, key: &str) -> Result<&Tensor> {
+        self.tensors.get(key).ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.into(), hint: String::new() })
+    }
+
+    pub fn insert(&mut self, key: String, tensor: Tensor) {
+        self.tensors.insert(key, tensor);
+    }
+
+    /// The constant `key` in graph `g`, optionally viewed under another shape.
+    pub fn c(&self, g: &mut Graph, key: &str) -> Result<TensorId> {
+        let t = self.get(key)?;
+        g.constant(t.data.clone(), &t.shape)
+    }
+
+    /// `nn.MultiheadAttention` packs `[W_q; W_k; W_v]` in `in_proj_weight (3d, d)`: keep the
+    /// slices the graph uses — `#q`, `#k`, `#v`, and the fused pairs `#qk` (self-attention: q and
+    /// k read the same input) and `#kv` (cross-attention: k and v read the same input).
+    pub fn split_in_proj(&mut self, prefix: &str) -> Result<()> {
+        let w = self.get(&format!("{prefix}.in_proj_weight"))?.clone();
+        let b = self.get(&format!("{prefix}.in_proj_bias"))?.clone();
+        let d = w.shape[1];
+        for (name, rows) in [("q", 0..d), ("k", d..2 * d), ("v", 2 * d..3 * d), ("qk", 0..2 * d), ("kv", d..3 * d)] {
+            let n = rows.len();
+            self.insert(format!("{prefix}.in_proj_weight#{name}"), Tensor::new(vec![n, d], w.data[rows.start * d..rows.end * d].to_vec()));
+            self.insert(format!("{prefix}.in_proj_bias#{name}"), Tensor::new(vec![n], b.data[rows].to_vec()));
+        }
+        Ok(())
+    }
+
+    /// A kernel-size-1 `Conv1d` weight `(out, in, 1)` as the `Linear` weight `(out, in)` it is.
+    pub fn conv1x1_as_linear(&mut self, key: &str) -> Result<()> {
+        let w = self.get(key)?.clone();
+        let [o, i, 1] = w.shape[..] else {
+            return Err(Error::TensorShape { path: self.path.clone(), key: key.into(), expected: vec![0, 0, 1], found: w.shape.clone() });
+        };
+        self.insert(format!("{key}#linear"), Tensor { shape: vec![o, i], data: w.data });
+        Ok(())
+    }
+
+    /// The saliency head `Σ_c Linear(x)_c / √d` is one dot product: fold the channel sum into a
+    /// `(1, d)` weight and a scalar bias (`#sum`), computed in f64.
+    pub fn fold_channel_sum(&mut self, prefix: &str, scale: f64) -> Result<()> {
+        let w = self.get(&format!("{prefix}.weight"))?.clone();
+        let b = self.get(&format!("{prefix}.bias"))?.clone();
+        let (o, i) = (w.shape[0], w.shape[1]);
+        let folded: Vec<f32> = (0..i).map(|k| ((0..o).map(|c| w.data[c * i + k] as f64).sum::<f64>() * scale) as f32).collect();
+        let bias = (b.data.iter().map(|&x| x as f64).sum::<f64>() * scale) as f32;
+        self.insert(format!("{prefix}.weight#sum"), Tensor::new(vec![1, i], folded));
+        self.insert(format!("{prefix}.bias#sum"), Tensor::new(vec![1], vec![bias]));
+        Ok(())
+    }
+}
+
+/// `Linear` by official prefix (`<prefix>.weight`, `<prefix>.bias`), with a fused activation.
+pub fn dense(g: &mut Graph, p: &Params, x: TensorId, prefix: &str, act: Act) -> Result<TensorId> {
+    let w = p.c(g, &format!("{prefix}.weight"))?;
+    let b = p.c(g, &format!("{prefix}.bias"))?;
+    linear(g, x, w, Some(b), act)
+}
+
+/// `Linear(x) + residual`.
+pub fn dense_residual(g: &mut Graph, p: &Params, x: TensorId, prefix: &str, act: Act, residual: TensorId) -> Result<TensorId> {
+    let w = p.c(g, &format!("{prefix}.weight"))?;
+    let b = p.c(g, &format!("{prefix}.bias"))?;
+    linear_residual(g, x, w, Some(b), act, Some(residual))
+}
+
+/// `LayerNorm` by official prefix.
+pub fn norm(g: &mut Graph, p: &Params, x: TensorId, prefix: &str) -> Result<TensorId> {
+    let gamma = p.c(g, &format!("{prefix}.weight"))?;
+    let beta = p.c(g, &format!("{prefix}.bias"))?;
+    layer_norm(g, x, gamma, beta, LN_EPS)
+}
+
+/// The official `MLP`: `n` Linear layers `<prefix>.layers.{i}`, ReLU between, `last` after the last.
+pub fn mlp(g: &mut Graph, p: &Params, x: TensorId, prefix: &str, n: usize, last: Act) -> Result<TensorId> {
+    let mut x = x;
+    for i in 0..n {
+        let act = if i + 1 < n { Act::Relu } else { last };
+        x = dense(g, p, x, &format!("{prefix}.layers.{i}"), act)?;
+    }
+    Ok(x)
+}
+
+/// The Moment-DETR `LinearLayer` stack: `n` × [LayerNorm(input) → Linear → ReLU], no ReLU after
+/// the last (`<prefix>.{k}.LayerNorm`, `<prefix>.{k}.net.1`).
+pub fn input_projection(g: &mut Graph, p: &Params, x: TensorId, prefix: &str, n: usize) -> Result<TensorId> {
+    let mut x = x;
+    for k in 0..n {
+        x = norm(g, p, x, &format!("{prefix}.{k}.LayerNorm"))?;
+        let act = if k + 1 < n { Act::Relu } else { Act::None };
+        x = dense(g, p, x, &format!("{prefix}.{k}.net.1"), act)?;
+    }
+    Ok(x)
+}
+
+/// The PReLU slope of a layer (`<prefix>.activation.weight`).
+pub fn prelu(g: &mut Graph, p: &Params, prefix: &str) -> Result<Act> {
+    Ok(Act::Prelu(p.c(g, &format!("{prefix}.activation.weight"))?))
+}
+
+/// `nn.MultiheadAttention` self-attention: q = k from `qk_in` (content + position), v from
+/// `v_in`; keys masked by `key_mask`; output projection with the residual `residual` fused.
+/// Needs [`Params::split_in_proj`] for `prefix`.
+#[allow(clippy::too_many_arguments)]
+pub fn self_attention(
+    g: &mut Graph,
+    p: &Params,
+    prefix: &str,
+    qk_in: TensorId,
+    v_in: TensorId,
+    key_mask: Option<TensorId>,
+    heads: usize,
+    residual: TensorId,
+) -> Result<TensorId> {
+    let d = *g.shape(v_in).last().unwrap();
+    let wqk = p.c(g, &format!("{prefix}.in_proj_weight#qk"))?;
+    let bqk = p.c(g, &format!("{prefix}.in_proj_bias#qk"))?;
+    let qk = linear(g, qk_in, wqk, Some(bqk), Act::None)?;
+    let wv = p.c(g, &format!("{prefix}.in_proj_weight#v"))?;
+    let bv = p.c(g, &format!("{prefix}.in_proj_bias#v"))?;
+    let v = linear(g, v_in, wv, Some(bv), Act::None)?;
+    let scale = ((d / heads) as f32).powf(-0.5);
+    let a = attention(g, Cols::new(qk, 0, d), Cols::new(qk, d, d), Cols::all(g, v), key_mask, heads, scale)?;
+    dense_residual(g, p, a, &format!("{prefix}.out_proj"), Act::None, residual)
+}
+
+/// `nn.MultiheadAttention` cross-attention: q from `q_in`, k = v from `kv_in` (no key position),
+/// output projection with `residual` fused.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_attention(
+    g: &mut Graph,
+    p: &Params,
+    prefix: &str,
+    q_in: TensorId,
+    kv_in: TensorId,
+    key_mask: Option<TensorId>,
+    heads: usize,
+    residual: TensorId,
+) -> Result<TensorId> {
+    let d = *g.shape(q_in).last().unwrap();
+    let wq = p.c(g, &format!("{prefix}.in_proj_weight#q"))?;
+    let bq = p.c(g, &format!("{prefix}.in_proj_bias#q"))?;
+    let q = linear(g, q_in, wq, Some(bq), Act::None)?;
+    let wkv = p.c(g, &format!("{prefix}.in_proj_weight#kv"))?;
+    let bkv = p.c(g, &format!("{prefix}.in_proj_bias#kv"))?;
+    let kv = linear(g, kv_in, wkv, Some(bkv), Act::None)?;
+    let scale = ((d / heads) as f32).powf(-0.5);
+    let a = attention(g, Cols::all(g, q), Cols::new(kv, 0, d), Cols::new(kv, d, d), key_mask, heads, scale)?;
+    dense_residual(g, p, a, &format!("{prefix}.out_proj"), Act::None, residual)
+}
+
+/// Post-norm transformer encoder layer with a PReLU FFN (TR-DETR / LD-DETR `TransformerEncoderLayer`):
+/// `x = norm1(x + SA(x + pos, x)); x = norm2(x + linear2(prelu(linear1(x))))`.
+pub fn encoder_layer(g: &mut Graph, p: &Params, prefix: &str, x: TensorId, pos: TensorId, mask: TensorId, heads: usize) -> Result<TensorId> {
+    let with_pos = add(g, x, pos)?;
+    let a = self_attention(g, p, &format!("{prefix}.self_attn"), with_pos, x, Some(mask), heads, x)?;
+    let x = norm(g, p, a, &format!("{prefix}.norm1"))?;
+    let act = prelu(g, p, prefix)?;
+    let h = dense(g, p, x, &format!("{prefix}.linear1"), act)?;
+    let y = dense_residual(g, p, h, &format!("{prefix}.linear2"), Act::None, x)?;
+    norm(g, p, y, &format!("{prefix}.norm2"))
+}
+
+/// Output of the DAB decoder.
+pub struct Decoded {
+    /// `decoder.norm` of the last layer's output `(B, Q, d)`.
+    pub hs: TensorId,
+    /// The anchor `(B, Q, 2)` that entered the last layer (DAB convention for the final spans).
+    pub reference: TensorId,
+}
+
+/// Shapes and switches of a DAB-DETR 1-D anchor decoder.
+pub struct DecoderSpec<'a> {
+    pub prefix: &'a str,
+    pub layers: usize,
+    pub heads: usize,
+    pub queries: usize,
+    /// Key of the learnt anchors `(Q, 2)` before the sigmoid.
+    pub anchors: &'a str,
+}
+
+/// The DAB-DETR conditional decoder with 1-D (center, width) anchors (tr-detr.md §3.7).
+/// `memory (B, L, d)`, `pos (B, L, d)`, `mask (B, L)`.
+pub fn dab_decoder(g: &mut Graph, p: &Params, s: &DecoderSpec, memory: TensorId, pos: TensorId, mask: TensorId) -> Result<Decoded> {
+    let [b, _, d] = *g.shape(memory) else { return Err(Error::Graph("dab_decoder: memory must be (B, L, d)".into())) };
+    let pre = s.prefix;
+    // Every sample starts from the same anchors and a zero content query.
+    let anchors = p.get(s.anchors)?;
+    let ref0: Vec<f32> = (0..b).flat_map(|_| anchors.data.iter().map(|&x| crate::ops::sigmoid(x))).collect();
+    let mut reference = g.constant(ref0.into(), &[b, s.queries, 2])?;
+    let mut out = g.constant(Arc::from(vec![0.0f32; b * s.queries * d]), &[b, s.queries, d])?;
+    let mut input_reference = reference;
+    for l in 0..s.layers {
+        input_reference = reference;
+        let sine = sine_embed_coords(g, reference, d / 2, 10000.0, TAU)?;
+        let qpos = mlp(g, p, sine, &format!("{pre}.ref_point_head"), 2, Act::None)?;
+        let mut sine = sine;
+        if l > 0 {
+            let scale = mlp(g, p, out, &format!("{pre}.query_scale"), 2, Act::None)?;
+            sine = mul(g, sine, scale)?;
+        }
+        let rc = mlp(g, p, out, &format!("{pre}.ref_anchor_head"), 2, Act::Sigmoid)?;
+        let width = slice(g, reference, 2, 1, 1)?;
+        let ratio = binary_fused(g, Binary::Div, rc, width, Unary::Identity, Unary::Identity)?;
+        sine = mul(g, sine, ratio)?;
+        out = dab_decoder_layer(g, p, &format!("{pre}.layers.{l}"), out, memory, pos, mask, qpos, sine, l == 0, s.heads)?;
+        if l + 1 < s.layers {
+            // The refinement after the last layer is unused.
+            let delta = mlp(g, p, out, &format!("{pre}.bbox_embed"), 3, Act::None)?;
+            reference = binary_fused(g, Binary::Add, delta, reference, Unary::InverseSigmoid { eps: 1e-3 }, Unary::Sigmoid)?;
+        }
+    }
+    let hs = norm(g, p, out, &format!("{pre}.norm"))?;
+    Ok(Decoded { hs, reference: input_reference })
+}
+
+/// One DAB-DETR decoder layer: conditional self-attention over the queries, cross-attention with
+/// per-head [content | position] query and key halves, PReLU FFN; post-norm.
+#[allow(clippy::too_many_arguments)]
+fn dab_decoder_layer(
+    g: &mut Graph,
+    p: &Params,
+    pre: &str,
+    out: TensorId,
+    memory: TensorId,
+    pos: TensorId,
+    mask: TensorId,
+    qpos: TensorId,
+    sine: TensorId,
+    first: bool,
+    heads: usize,
+) -> Result<TensorId> {
+    let [b, q, d] = *g.shape(out) else { unreachable!() };
+    let l = g.shape(memory)[1];
+    let dh = d / heads;
+    // Self-attention: no input projection inside the attention module; q, k, v come from here.
+    let qc = dense(g, p, out, &format!("{pre}.sa_qcontent_proj"), Act::None)?;
+    let sq = dense_residual(g, p, qpos, &format!("{pre}.sa_qpos_proj"), Act::None, qc)?;
+    let kc = dense(g, p, out, &format!("{pre}.sa_kcontent_proj"), Act::None)?;
+    let sk = dense_residual(g, p, qpos, &format!("{pre}.sa_kpos_proj"), Act::None, kc)?;
+    let sv = dense(g, p, out, &format!("{pre}.sa_v_proj"), Act::None)?;
+    let a = attention(g, Cols::all(g, sq), Cols::all(g, sk), Cols::all(g, sv), None, heads, (dh as f32).powf(-0.5))?;
+    let out = dense_residual(g, p, a, &format!("{pre}.self_attn.out_proj"), Act::None, out)?;
+    let out = norm(g, p, out, &format!("{pre}.norm1"))?;
+
+    // Cross-attention to the memory.
+    let mut qc = dense(g, p, out, &format!("{pre}.ca_qcontent_proj"), Act::None)?;
+    let mut kc = dense(g, p, memory, &format!("{pre}.ca_kcontent_proj"), Act::None)?;
+    let kp = dense(g, p, pos, &format!("{pre}.ca_kpos_proj"), Act::None)?;
+    if first {
+        qc = dense_residual(g, p, qpos, &format!("{pre}.ca_qpos_proj"), Act::None, qc)?;
+        kc = add(g, kc, kp)?;
+    }
+    let v = dense(g, p, memory, &format!("{pre}.ca_v_proj"), Act::None)?;
+    let qs = dense(g, p, sine, &format!("{pre}.ca_qpos_sine_proj"), Act::None)?;
+    let per_head = |g: &mut Graph, content: TensorId, position: TensorId, rows: usize| -> Result<TensorId> {
+        let c = g.reshape(content, &[b, rows, heads, dh])?;
+        let ps = g.reshape(position, &[b, rows, heads, dh])?;
+        let both = concat(g, &[c, ps], 3)?;
+        g.reshape(both, &[b, rows, heads * 2 * dh])
+    };
+    let cq = per_head(g, qc, qs, q)?;
+    let ck = per_head(g, kc, kp, l)?;
+    let a = attention(g, Cols::all(g, cq), Cols::all(g, ck), Cols::all(g, v), Some(mask), heads, ((2 * dh) as f32).powf(-0.5))?;
+    let out = dense_residual(g, p, a, &format!("{pre}.cross_attn.out_proj"), Act::None, out)?;
+    let out = norm(g, p, out, &format!("{pre}.norm2"))?;
+
+    let act = prelu(g, p, pre)?;
+    let h = dense(g, p, out, &format!("{pre}.linear1"), act)?;
+    let out = dense_residual(g, p, h, &format!("{pre}.linear2"), Act::None, out)?;
+    norm(g, p, out, &format!("{pre}.norm3"))
+}
+
+/// The GRU highlight head of TR-DETR (MR2HD) and LD-DETR: a GRU over the projected clips `v` of
+/// the top-1 moment weights the memory, `M3 = M2·(g·v_t) + M2`, and the saliency is the folded
+/// channel sum of `saliency` (`<saliency>.weight#sum`). Each sample uses its own valid length.
+#[allow(clippy::too_many_arguments)]
+pub fn gru_highlight_head(
+    g: &mut Graph,
+    p: &Params,
+    gru_weights: &GruWeights,
+    saliency: &str,
+    logits: TensorId,
+    spans: TensorId,
+    v: TensorId,
+    memory: TensorId,
+    mask: TensorId,
+    clip_len: f32,
+) -> Result<TensorId> {
+    let [b, l, _] = *g.shape(memory) else { return Err(Error::Graph("highlight head: memory must be (B, L, d)".into())) };
+    let (rows, steps) = moment_rows(g, logits, spans, mask, clip_len)?;
+    let moment = gather_rows(g, v, rows)?;
+    let (_, h) = gru(g, moment, std::slice::from_ref(gru_weights), Some(steps))?;
+    let d = g.shape(h)[1];
+    let h = g.reshape(h, &[b, 1, d])?;
+    let wt = matmul(g, v, h, true)?; // (B, L, 1) = g · v_t
+    let weighted = mul(g, memory, wt)?;
+    let m3 = add(g, weighted, memory)?;
+    let w = p.c(g, &format!("{saliency}.weight#sum"))?;
+    let bias = p.c(g, &format!("{saliency}.bias#sum"))?;
+    let s = linear(g, m3, w, Some(bias), Act::None)?;
+    g.reshape(s, &[b, l])
+}
