@@ -5,6 +5,7 @@ pub mod device;
 pub mod error;
 pub mod graph;
 pub mod io;
+pub mod models;
 pub mod ops;
 pub mod testing;
 pub mod weights;

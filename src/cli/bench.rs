@@ -44,7 +44,11 @@ pub fn run(device: &DeviceArgs, args: &BenchArgs) -> moment_gpu::Result<()> {
         })
         .collect();
     let queries: Vec<QueryInput> = (0..args.batch)
-        .map(|_| QueryInput { tokens: args.tokens, width: io.query_width, data: rng.vec(args.tokens * io.query_width, -0.1, 0.1) })
+        .map(|_| QueryInput {
+            tokens: args.tokens,
+            width: io.query_width,
+            data: rng.vec(args.tokens * io.query_width, -0.1, 0.1),
+        })
         .collect();
     let items: Vec<(&VideoInput, &QueryInput)> = videos.iter().zip(&queries).collect();
     model.predict_batch(&items)?;
@@ -63,7 +67,12 @@ pub fn run(device: &DeviceArgs, args: &BenchArgs) -> moment_gpu::Result<()> {
     let stats = model.last_stats();
     println!("adapter: {}", device.name());
     println!("model: {} B={} L={} N={}", model.kind().name(), args.batch, args.clips, args.tokens);
-    println!("median {median:.3} ms per forward ({} timed, min {:.3}, max {:.3})", times.len(), times[0], times[times.len() - 1]);
+    println!(
+        "median {median:.3} ms per forward ({} timed, min {:.3}, max {:.3})",
+        times.len(),
+        times[0],
+        times[times.len() - 1]
+    );
     println!("{:.1} queries/s", args.batch as f64 * 1e3 / median);
     println!("cold start (load + plan + first forward): {:.1} ms", cold.as_secs_f64() * 1e3);
     println!("dispatches {} · submits {} · readbacks {} per forward", stats.dispatches, stats.submits, stats.readbacks);

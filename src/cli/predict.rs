@@ -145,10 +145,14 @@ fn run_batch(model: &Model, args: &PredictArgs, annotations: &Path) -> Result<()
     // Fail on an unwritable output before the work, not after it.
     let out_dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !out_dir.is_dir() {
-        return Err(Error::io(out, std::io::Error::new(std::io::ErrorKind::NotFound, "output directory does not exist")));
+        return Err(Error::io(
+            out,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "output directory does not exist"),
+        ));
     }
     let query_dir = args.query_dir.as_ref().expect("clap requires --query-dir");
-    let lines: Vec<(usize, &str)> = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
+    let lines: Vec<(usize, &str)> =
+        text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
     let bar = ProgressBar::new(lines.len() as u64);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} queries · {per_sec} · eta {eta}").unwrap());
     let mut records: Vec<(usize, String)> = Vec::new();
@@ -190,7 +194,12 @@ fn run_batch(model: &Model, args: &PredictArgs, annotations: &Path) -> Result<()
         writeln!(body, "{line}").unwrap();
     }
     write_atomically(out, &body)?;
-    eprintln!("moment: wrote {} predictions to {}{}", records.len(), out.display(), if failures > 0 { format!(" ({failures} queries failed, see above)") } else { String::new() });
+    eprintln!(
+        "moment: wrote {} predictions to {}{}",
+        records.len(),
+        out.display(),
+        if failures > 0 { format!(" ({failures} queries failed, see above)") } else { String::new() }
+    );
     if records.is_empty() && failures > 0 {
         return Err(Error::Input { name: annotations.display().to_string(), reason: "every query failed".into() });
     }

@@ -38,7 +38,11 @@ impl Params {
     }
 
     pub fn get(&self, key: &str) -> Result<&Tensor> {
-        self.tensors.get(key).ok_or_else(|| Error::MissingTensor { path: self.path.clone(), key: key.into(), hint: String::new() })
+        self.tensors.get(key).ok_or_else(|| Error::MissingTensor {
+            path: self.path.clone(),
+            key: key.into(),
+            hint: String::new(),
+        })
     }
 
     pub fn insert(&mut self, key: String, tensor: Tensor) {
@@ -60,7 +64,10 @@ impl Params {
         let d = w.shape[1];
         for (name, rows) in [("q", 0..d), ("k", d..2 * d), ("v", 2 * d..3 * d), ("qk", 0..2 * d), ("kv", d..3 * d)] {
             let n = rows.len();
-            self.insert(format!("{prefix}.in_proj_weight#{name}"), Tensor::new(vec![n, d], w.data[rows.start * d..rows.end * d].to_vec()));
+            self.insert(
+                format!("{prefix}.in_proj_weight#{name}"),
+                Tensor::new(vec![n, d], w.data[rows.start * d..rows.end * d].to_vec()),
+            );
             self.insert(format!("{prefix}.in_proj_bias#{name}"), Tensor::new(vec![n], b.data[rows].to_vec()));
         }
         Ok(())
@@ -70,7 +77,12 @@ impl Params {
     pub fn conv1x1_as_linear(&mut self, key: &str) -> Result<()> {
         let w = self.get(key)?.clone();
         let [o, i, 1] = w.shape[..] else {
-            return Err(Error::TensorShape { path: self.path.clone(), key: key.into(), expected: vec![0, 0, 1], found: w.shape.clone() });
+            return Err(Error::TensorShape {
+                path: self.path.clone(),
+                key: key.into(),
+                expected: vec![0, 0, 1],
+                found: w.shape.clone(),
+            });
         };
         self.insert(format!("{key}#linear"), Tensor { shape: vec![o, i], data: w.data });
         Ok(())
@@ -82,7 +94,8 @@ impl Params {
         let w = self.get(&format!("{prefix}.weight"))?.clone();
         let b = self.get(&format!("{prefix}.bias"))?.clone();
         let (o, i) = (w.shape[0], w.shape[1]);
-        let folded: Vec<f32> = (0..i).map(|k| ((0..o).map(|c| w.data[c * i + k] as f64).sum::<f64>() * scale) as f32).collect();
+        let folded: Vec<f32> =
+            (0..i).map(|k| ((0..o).map(|c| w.data[c * i + k] as f64).sum::<f64>() * scale) as f32).collect();
         let bias = (b.data.iter().map(|&x| x as f64).sum::<f64>() * scale) as f32;
         self.insert(format!("{prefix}.weight#sum"), Tensor::new(vec![1, i], folded));
         self.insert(format!("{prefix}.bias#sum"), Tensor::new(vec![1], vec![bias]));
@@ -98,7 +111,14 @@ pub fn dense(g: &mut Graph, p: &Params, x: TensorId, prefix: &str, act: Act) -> 
 }
 
 /// `Linear(x) + residual`.
-pub fn dense_residual(g: &mut Graph, p: &Params, x: TensorId, prefix: &str, act: Act, residual: TensorId) -> Result<TensorId> {
+pub fn dense_residual(
+    g: &mut Graph,
+    p: &Params,
+    x: TensorId,
+    prefix: &str,
+    act: Act,
+    residual: TensorId,
+) -> Result<TensorId> {
     let w = p.c(g, &format!("{prefix}.weight"))?;
     let b = p.c(g, &format!("{prefix}.bias"))?;
     linear_residual(g, x, w, Some(b), act, Some(residual))
@@ -191,7 +211,15 @@ pub fn cross_attention(
 
 /// Post-norm transformer encoder layer with a PReLU FFN (TR-DETR / LD-DETR `TransformerEncoderLayer`):
 /// `x = norm1(x + SA(x + pos, x)); x = norm2(x + linear2(prelu(linear1(x))))`.
-pub fn encoder_layer(g: &mut Graph, p: &Params, prefix: &str, x: TensorId, pos: TensorId, mask: TensorId, heads: usize) -> Result<TensorId> {
+pub fn encoder_layer(
+    g: &mut Graph,
+    p: &Params,
+    prefix: &str,
+    x: TensorId,
+    pos: TensorId,
+    mask: TensorId,
+    heads: usize,
+) -> Result<TensorId> {
     let with_pos = add(g, x, pos)?;
     let a = self_attention(g, p, &format!("{prefix}.self_attn"), with_pos, x, Some(mask), heads, x)?;
     let x = norm(g, p, a, &format!("{prefix}.norm1"))?;
@@ -221,7 +249,14 @@ pub struct DecoderSpec<'a> {
 
 /// The DAB-DETR conditional decoder with 1-D (center, width) anchors (tr-detr.md §3.7).
 /// `memory (B, L, d)`, `pos (B, L, d)`, `mask (B, L)`.
-pub fn dab_decoder(g: &mut Graph, p: &Params, s: &DecoderSpec, memory: TensorId, pos: TensorId, mask: TensorId) -> Result<Decoded> {
+pub fn dab_decoder(
+    g: &mut Graph,
+    p: &Params,
+    s: &DecoderSpec,
+    memory: TensorId,
+    pos: TensorId,
+    mask: TensorId,
+) -> Result<Decoded> {
     let [b, _, d] = *g.shape(memory) else { return Err(Error::Graph("dab_decoder: memory must be (B, L, d)".into())) };
     let pre = s.prefix;
     // Every sample starts from the same anchors and a zero content query.
@@ -243,11 +278,13 @@ pub fn dab_decoder(g: &mut Graph, p: &Params, s: &DecoderSpec, memory: TensorId,
         let width = slice(g, reference, 2, 1, 1)?;
         let ratio = binary_fused(g, Binary::Div, rc, width, Unary::Identity, Unary::Identity)?;
         sine = mul(g, sine, ratio)?;
-        out = dab_decoder_layer(g, p, &format!("{pre}.layers.{l}"), out, memory, pos, mask, qpos, sine, l == 0, s.heads)?;
+        out =
+            dab_decoder_layer(g, p, &format!("{pre}.layers.{l}"), out, memory, pos, mask, qpos, sine, l == 0, s.heads)?;
         if l + 1 < s.layers {
             // The refinement after the last layer is unused.
             let delta = mlp(g, p, out, &format!("{pre}.bbox_embed"), 3, Act::None)?;
-            reference = binary_fused(g, Binary::Add, delta, reference, Unary::InverseSigmoid { eps: 1e-3 }, Unary::Sigmoid)?;
+            reference =
+                binary_fused(g, Binary::Add, delta, reference, Unary::InverseSigmoid { eps: 1e-3 }, Unary::Sigmoid)?;
         }
     }
     let hs = norm(g, p, out, &format!("{pre}.norm"))?;
@@ -301,7 +338,15 @@ fn dab_decoder_layer(
     };
     let cq = per_head(g, qc, qs, q)?;
     let ck = per_head(g, kc, kp, l)?;
-    let a = attention(g, Cols::all(g, cq), Cols::all(g, ck), Cols::all(g, v), Some(mask), heads, ((2 * dh) as f32).powf(-0.5))?;
+    let a = attention(
+        g,
+        Cols::all(g, cq),
+        Cols::all(g, ck),
+        Cols::all(g, v),
+        Some(mask),
+        heads,
+        ((2 * dh) as f32).powf(-0.5),
+    )?;
     let out = dense_residual(g, p, a, &format!("{pre}.cross_attn.out_proj"), Act::None, out)?;
     let out = norm(g, p, out, &format!("{pre}.norm2"))?;
 
@@ -327,7 +372,9 @@ pub fn gru_highlight_head(
     mask: TensorId,
     clip_len: f32,
 ) -> Result<TensorId> {
-    let [b, l, _] = *g.shape(memory) else { return Err(Error::Graph("highlight head: memory must be (B, L, d)".into())) };
+    let [b, l, _] = *g.shape(memory) else {
+        return Err(Error::Graph("highlight head: memory must be (B, L, d)".into()));
+    };
     let (rows, steps) = moment_rows(g, logits, spans, mask, clip_len)?;
     let moment = gather_rows(g, v, rows)?;
     let (_, h) = gru(g, moment, std::slice::from_ref(gru_weights), Some(steps))?;

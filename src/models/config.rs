@@ -35,7 +35,10 @@ impl<'a> Config<'a> {
     pub fn usize(&self, key: &str, default: usize) -> Result<usize> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| self.error(format!("`{key}` = {v} is not a non-negative integer"))),
+            Some(v) => v
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| self.error(format!("`{key}` = {v} is not a non-negative integer"))),
         }
     }
 

@@ -139,20 +139,28 @@ impl Model {
         let name = weights.config().get("model").and_then(|m| m.as_str()).unwrap_or("");
         let arch: Box<dyn Architecture> = match name {
             "tr_detr" => Box::new(tr_detr::TrDetr::new(weights)?),
-            "" => {
-                return Err(Error::Config {
-                    path: weights.path.clone(),
-                    reason: "no `model` field in the config metadata; expected one of tr_detr, ld_detr, videolights, sg_detr".into(),
-                })
-            }
+            "" => return Err(Error::Config {
+                path: weights.path.clone(),
+                reason:
+                    "no `model` field in the config metadata; expected one of tr_detr, ld_detr, videolights, sg_detr"
+                        .into(),
+            }),
             other => {
                 return Err(Error::Config {
                     path: weights.path.clone(),
-                    reason: format!("unknown `model` \"{other}\"; expected one of tr_detr, ld_detr, videolights, sg_detr"),
+                    reason: format!(
+                        "unknown `model` \"{other}\"; expected one of tr_detr, ld_detr, videolights, sg_detr"
+                    ),
                 })
             }
         };
-        Ok(Model { arch, device: device.clone(), consts: ConstCache::new(), plans: Mutex::new(Vec::new()), last_stats: Mutex::default() })
+        Ok(Model {
+            arch,
+            device: device.clone(),
+            consts: ConstCache::new(),
+            plans: Mutex::new(Vec::new()),
+            last_stats: Mutex::default(),
+        })
     }
 
     pub fn kind(&self) -> ModelKind {
@@ -234,8 +242,12 @@ impl Model {
             query[b * tokens * io.query_width..][..q.data.len()].copy_from_slice(&q.data);
             query_mask[b * tokens..][..q.tokens].fill(1.0);
         }
-        let outputs = self.run((batch, clips, tokens), &[("video", &video), ("video_mask", &video_mask), ("query", &query), ("query_mask", &query_mask)])?;
-        let (logits, spans, saliency) = (outputs.get("pred_logits"), outputs.get("pred_spans"), outputs.get("saliency"));
+        let outputs = self.run(
+            (batch, clips, tokens),
+            &[("video", &video), ("video_mask", &video_mask), ("query", &query), ("query_mask", &query_mask)],
+        )?;
+        let (logits, spans, saliency) =
+            (outputs.get("pred_logits"), outputs.get("pred_spans"), outputs.get("saliency"));
         let q2 = logits.len() / batch;
         let pp = self.arch.postprocess();
         Ok(items
@@ -278,10 +290,18 @@ impl Model {
 
 /// Each source as (rows, width, values), checked: rank 2, rows ≥ 1, finite, and widths summing
 /// to what the model takes.
-fn check_sources<'a>(sources: &'a [Array], names: &[String], total_width: usize, what: &str) -> Result<Vec<(usize, usize, &'a [f32])>> {
+fn check_sources<'a>(
+    sources: &'a [Array],
+    names: &[String],
+    total_width: usize,
+    what: &str,
+) -> Result<Vec<(usize, usize, &'a [f32])>> {
     let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| format!("{what} source {}", i + 1));
     if total_width == 0 {
-        return Err(Error::Input { name: what.into(), reason: "this model variant's input cannot be built from raw sources; pass model-ready features".into() });
+        return Err(Error::Input {
+            name: what.into(),
+            reason: "this model variant's input cannot be built from raw sources; pass model-ready features".into(),
+        });
     }
     if sources.is_empty() {
         return Err(Error::Input { name: what.into(), reason: "no feature source given".into() });
@@ -289,20 +309,32 @@ fn check_sources<'a>(sources: &'a [Array], names: &[String], total_width: usize,
     let mut parts = Vec::new();
     for (i, a) in sources.iter().enumerate() {
         let Some((rows, width)) = a.rows_and_width() else {
-            return Err(Error::Input { name: name(i), reason: format!("expected a (rows, width) array, got shape {:?}", a.shape) });
+            return Err(Error::Input {
+                name: name(i),
+                reason: format!("expected a (rows, width) array, got shape {:?}", a.shape),
+            });
         };
         if rows == 0 || width == 0 {
             return Err(Error::Input { name: name(i), reason: format!("empty array of shape {:?} (L = 0)", a.shape) });
         }
         if let Some(at) = a.data.iter().position(|x| !x.is_finite()) {
-            return Err(Error::Input { name: name(i), reason: format!("non-finite value {} at row {}, column {}", a.data[at], at / width, at % width) });
+            return Err(Error::Input {
+                name: name(i),
+                reason: format!("non-finite value {} at row {}, column {}", a.data[at], at / width, at % width),
+            });
         }
         parts.push((rows, width, &a.data[..]));
     }
     let widths: Vec<usize> = parts.iter().map(|p| p.1).collect();
     if widths.iter().sum::<usize>() != total_width {
         let listed = names.iter().zip(&widths).map(|(n, w)| format!("{n}: {w}")).collect::<Vec<_>>().join(", ");
-        return Err(Error::Input { name: what.into(), reason: format!("feature widths [{listed}] sum to {}, but the model takes {total_width}", widths.iter().sum::<usize>()) });
+        return Err(Error::Input {
+            name: what.into(),
+            reason: format!(
+                "feature widths [{listed}] sum to {}, but the model takes {total_width}",
+                widths.iter().sum::<usize>()
+            ),
+        });
     }
     Ok(parts)
 }
@@ -317,7 +349,15 @@ fn push_row(out: &mut Vec<f32>, row: &[f32], normalize: bool) {
     }
 }
 
-fn check_input(what: &str, index: usize, rows: usize, width: usize, want_width: usize, max_rows: usize, data: &[f32]) -> Result<()> {
+fn check_input(
+    what: &str,
+    index: usize,
+    rows: usize,
+    width: usize,
+    want_width: usize,
+    max_rows: usize,
+    data: &[f32],
+) -> Result<()> {
     let name = format!("{what} #{index}");
     let fail = |reason: String| Err(Error::Input { name: name.clone(), reason });
     if rows == 0 {

@@ -151,7 +151,12 @@ impl Qid {
 /// One line of the official prediction JSONL, key order and formatting as `json.dumps` writes
 /// the official records.
 pub fn prediction_json(qid: &Qid, query: &str, vid: &str, windows: &[Window], saliency_f16: &[f32]) -> String {
-    let mut s = format!("{{\"qid\": {}, \"query\": {}, \"vid\": {}, \"pred_relevant_windows\": [", qid.json(), py_json_string(query), py_json_string(vid));
+    let mut s = format!(
+        "{{\"qid\": {}, \"query\": {}, \"vid\": {}, \"pred_relevant_windows\": [",
+        qid.json(),
+        py_json_string(query),
+        py_json_string(vid)
+    );
     for (i, w) in windows.iter().enumerate() {
         if i > 0 {
             s.push_str(", ");

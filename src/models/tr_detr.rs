@@ -67,9 +67,21 @@ impl TrDetr {
         c.require((1..=3).contains(&cfg.n_input_proj), "n_input_proj", "must be 1, 2 or 3")?;
         c.require(cfg.dec_layers >= 1 && cfg.queries >= 1, "dec_layers", "need at least one decoder layer and query")?;
         c.require(!c.bool("pre_norm", false)?, "pre_norm", "pre-norm TR-DETR is not an official configuration")?;
-        c.require(c.str("position_embedding", "sine")? == "sine", "position_embedding", "only `sine` exists in the official code")?;
-        c.require(!c.bool("use_txt_pos", false)?, "use_txt_pos", "text position embeddings are not used by the official models")?;
-        c.require(c.str("span_loss_type", "l1")? == "l1", "span_loss_type", "only `l1` (center, width) spans are supported")?;
+        c.require(
+            c.str("position_embedding", "sine")? == "sine",
+            "position_embedding",
+            "only `sine` exists in the official code",
+        )?;
+        c.require(
+            !c.bool("use_txt_pos", false)?,
+            "use_txt_pos",
+            "text position embeddings are not used by the official models",
+        )?;
+        c.require(
+            c.str("span_loss_type", "l1")? == "l1",
+            "span_loss_type",
+            "only `l1` (center, width) spans are supported",
+        )?;
 
         let ctx_mode = c.str("ctx_mode", "video_tef")?;
         let tef = ctx_mode.contains("tef");
@@ -160,7 +172,15 @@ impl TrDetr {
     }
 
     /// T2V layer: video queries attend to the text; `LN2(x + FFN(LN1(x)))` with `x = vid + attn`.
-    fn t2v_layer(&self, g: &mut Graph, i: usize, vid: TensorId, txt: TensorId, pos: TensorId, tmask: TensorId) -> Result<TensorId> {
+    fn t2v_layer(
+        &self,
+        g: &mut Graph,
+        i: usize,
+        vid: TensorId,
+        txt: TensorId,
+        pos: TensorId,
+        tmask: TensorId,
+    ) -> Result<TensorId> {
         let p = &self.params;
         let pre = format!("transformer.t2v_encoder.layers.{i}");
         let q_in = add(g, vid, pos)?;
@@ -175,7 +195,15 @@ impl TrDetr {
     fn encoder(&self, g: &mut Graph, x: TensorId, pos: TensorId, vmask: TensorId) -> Result<TensorId> {
         let mut x = x;
         for i in 0..self.cfg.enc_layers {
-            x = encoder_layer(g, &self.params, &format!("transformer.encoder.layers.{i}"), x, pos, vmask, self.cfg.heads)?;
+            x = encoder_layer(
+                g,
+                &self.params,
+                &format!("transformer.encoder.layers.{i}"),
+                x,
+                pos,
+                vmask,
+                self.cfg.heads,
+            )?;
         }
         Ok(x)
     }
@@ -234,7 +262,8 @@ impl Architecture for TrDetr {
         let dec = dab_decoder(g, p, &spec, m2, pos, vmask)?;
         let logits = dense(g, p, dec.hs, "class_embed", Act::None)?;
         let delta = mlp(g, p, dec.hs, "span_embed", 3, Act::None)?;
-        let spans = binary_fused(g, Binary::Add, delta, dec.reference, Unary::InverseSigmoid { eps: 1e-3 }, Unary::Sigmoid)?;
+        let spans =
+            binary_fused(g, Binary::Add, delta, dec.reference, Unary::InverseSigmoid { eps: 1e-3 }, Unary::Sigmoid)?;
 
         let saliency =
             gru_highlight_head(g, p, &self.gru, "saliency_proj1", logits, spans, v, m2, vmask, self.io.clip_length)?;
@@ -250,7 +279,7 @@ impl Architecture for TrDetr {
 fn expected_keys(cfg: &TrDetrConfig, video_width: usize, query_width: usize) -> Vec<(String, Vec<usize>)> {
     let (d, f, q) = (cfg.hidden, cfg.ffn, cfg.queries);
     let mut keys: Vec<(String, Vec<usize>)> = Vec::new();
-    let mut lin = |keys: &mut Vec<(String, Vec<usize>)>, prefix: String, o: usize, i: usize| {
+    let lin = |keys: &mut Vec<(String, Vec<usize>)>, prefix: String, o: usize, i: usize| {
         keys.push((format!("{prefix}.weight"), vec![o, i]));
         keys.push((format!("{prefix}.bias"), vec![o]));
     };
@@ -273,8 +302,22 @@ fn expected_keys(cfg: &TrDetrConfig, video_width: usize, query_width: usize) -> 
     }
     for l in 0..cfg.dec_layers {
         let pre = format!("transformer.decoder.layers.{l}");
-        let mut projs = vec!["sa_qcontent_proj", "sa_qpos_proj", "sa_kcontent_proj", "sa_kpos_proj", "sa_v_proj", "self_attn.out_proj"];
-        projs.extend(["ca_qcontent_proj", "ca_kcontent_proj", "ca_kpos_proj", "ca_v_proj", "ca_qpos_sine_proj", "cross_attn.out_proj"]);
+        let mut projs = vec![
+            "sa_qcontent_proj",
+            "sa_qpos_proj",
+            "sa_kcontent_proj",
+            "sa_kpos_proj",
+            "sa_v_proj",
+            "self_attn.out_proj",
+        ];
+        projs.extend([
+            "ca_qcontent_proj",
+            "ca_kcontent_proj",
+            "ca_kpos_proj",
+            "ca_v_proj",
+            "ca_qpos_sine_proj",
+            "cross_attn.out_proj",
+        ]);
         if l == 0 {
             projs.push("ca_qpos_proj");
         }
@@ -318,7 +361,12 @@ fn expected_keys(cfg: &TrDetrConfig, video_width: usize, query_width: usize) -> 
     keys.push(("fuser.cq_concat.weighted_pool.weight".into(), vec![d, 1]));
     keys.push(("fuser.cq_concat.conv1d.conv1d.weight".into(), vec![d, 2 * d, 1]));
     keys.push(("fuser.cq_concat.conv1d.conv1d.bias".into(), vec![d]));
-    for (k, shape) in [("weight_ih_l0", vec![3 * d, d]), ("weight_hh_l0", vec![3 * d, d]), ("bias_ih_l0", vec![3 * d]), ("bias_hh_l0", vec![3 * d])] {
+    for (k, shape) in [
+        ("weight_ih_l0", vec![3 * d, d]),
+        ("weight_hh_l0", vec![3 * d, d]),
+        ("bias_ih_l0", vec![3 * d]),
+        ("bias_hh_l0", vec![3 * d]),
+    ] {
         keys.push((format!("gru_extractor.gru.{k}"), shape));
     }
     keys

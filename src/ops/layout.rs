@@ -1,11 +1,11 @@
 //! Data movement: concat (with broadcasting), broadcast_to, slice (with step), select, pad,
-//! permute / transpose, repeat_interleave, reshape and row gather.
+//! permute / transpose, repeat_interleave and row gather. (A reshape is free: `Graph::reshape`.)
 //! WGSL: `shaders/layout_copy.wgsl` (one strided-copy kernel behind every single-input layout op),
 //! `shaders/layout_concat.wgsl` (up to 6 inputs per dispatch) and `shaders/layout_gather.wgsl`.
 //!
-//! Every op writes a new dense tensor (the graph has no views), so even `reshape` is one copy
-//! dispatch; models should prefer builders that already produce the shape they need (`select`
-//! drops the selected axis, `concat` broadcasts size-1 dims, …).
+//! Every op here writes a new dense tensor in one dispatch; models should prefer builders that
+//! already produce the shape they need (`select` drops the selected axis, `concat` broadcasts
+//! size-1 dims, …).
 
 use super::{grid_1d, Kernel, Params, Shader};
 use crate::error::{Error, Result};
@@ -274,17 +274,6 @@ pub fn broadcast_to(g: &mut Graph, x: TensorId, shape: &[usize]) -> Result<Tenso
         dims.push(Dim::plain(n, stride));
     }
     let op = StridedCopy::new("broadcast_to", 0, dims)?;
-    Ok(g.push1(op, &[Some(x)], shape.to_vec()))
-}
-
-/// The same values with another shape of the same size (a copy: the graph has no views).
-pub fn reshape(g: &mut Graph, x: TensorId, shape: &[usize]) -> Result<TensorId> {
-    let xs = g.shape(x).to_vec();
-    let n: usize = xs.iter().product();
-    if shape.iter().product::<usize>() != n {
-        return err(format!("reshape of {xs:?} ({n} values) to {shape:?}"));
-    }
-    let op = StridedCopy::new("reshape", 0, vec![Dim::plain(n, 1)])?;
     Ok(g.push1(op, &[Some(x)], shape.to_vec()))
 }
 

@@ -1,8 +1,7 @@
-//! 1-D span geometry: pairwise IoU / generalized IoU, greedy temporal NMS, and the row range of
-//! the top-scoring span (TR-DETR / LD-DETR MR2HD), as graph ops and as plain CPU functions for
-//! post-processing.
+//! 1-D span geometry: pairwise IoU / generalized IoU and greedy temporal NMS, as graph ops and as
+//! plain CPU functions for post-processing. (The top-1 moment's rows: `ops::moment_rows`.)
 //! WGSL: `shaders/span_iou.wgsl` and `shaders/span_nms.wgsl` (both completed by
-//! `shaders/span_common.wgsl`), `shaders/span_rows.wgsl`.
+//! `shaders/span_common.wgsl`).
 //!
 //! All arithmetic is f32 in one fixed operation order shared by the WGSL and the CPU functions
 //! here. The official Python post-processing (`temporal_nms`) computes its IoU in float64 on the
@@ -26,8 +25,6 @@ const NMS: Shader = Shader {
     source: concat!(include_str!("../../shaders/span_nms.wgsl"), include_str!("../../shaders/span_common.wgsl")),
     entry: "nms",
 };
-const ROWS: Shader =
-    Shader { name: "span_rows", source: include_str!("../../shaders/span_rows.wgsl"), entry: "top_span_rows" };
 
 /// How a span's two numbers are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,35 +133,6 @@ pub fn temporal_nms(spans: &[[f32; 2]], scores: &[f32], threshold: f32, max_keep
         }
     }
     kept
-}
-
-/// Python slice bound normalisation over `len` items (negative counts from the end, clamped).
-fn py_bound(i: f32, len: f32) -> f32 {
-    if i < 0.0 {
-        (i + len).max(0.0)
-    } else {
-        i.min(len)
-    }
-}
-
-/// The MR2HD rows of TR-DETR / LD-DETR on the CPU: the rows `[start, stop)` of a sequence of
-/// `seq_len` clips that `V[b, st : ed + 1]` selects (Python slicing) for the top-scoring span
-/// (ties → lowest index; spans as (center, width)), with
-/// `st = floor(float32(x1·float32(L·clip_len)) / clip_len)` and likewise `ed` from `x2`, all in
-/// f32. `start == stop` means an empty slice.
-pub fn top_span_rows(scores: &[f32], spans: &[[f32; 2]], seq_len: usize, clip_len: f32) -> (usize, usize) {
-    let top = super::reduce::argmax_of(scores.iter().copied());
-    let (start, stop) = top_span_bounds(spans[top], seq_len, clip_len);
-    (start as usize, stop.max(start) as usize)
-}
-
-fn top_span_bounds(span: [f32; 2], seq_len: usize, clip_len: f32) -> (f32, f32) {
-    let scale = (seq_len as f64 * clip_len as f64) as f32;
-    let [x1, x2] = to_start_end(span, SpanFormat::CenterWidth);
-    let st = ((x1 * scale) / clip_len).floor();
-    let ed = ((x2 * scale) / clip_len).floor();
-    let len = seq_len as f32;
-    (py_bound(st, len), py_bound(ed + 1.0, len))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -319,71 +287,4 @@ pub fn nms(
     }
     let max_keep = max_keep.unwrap_or(n).min(n);
     Ok(g.push1(Nms { rows, n, max_keep, iou, format, threshold }, &[Some(spans), Some(scores)], sc))
-}
-
-/// Row indices of the top-scoring span (see [`top_span_rows`]) for `layout::gather_rows`.
-#[derive(Clone, Debug)]
-pub struct TopSpanRows {
-    rows: usize,
-    q: usize,
-    seq_len: usize,
-    clip_len: f32,
-}
-
-impl Kernel for TopSpanRows {
-    fn label(&self) -> &'static str {
-        "top_span_rows"
-    }
-    fn shader(&self) -> Shader {
-        ROWS
-    }
-    fn params(&self) -> Params {
-        let scale = (self.seq_len as f64 * self.clip_len as f64) as f32;
-        Params::new().u(self.rows).u(self.q).u(self.seq_len).f(scale).f(self.clip_len).f(f32::NEG_INFINITY)
-    }
-    fn workgroups(&self) -> [u32; 3] {
-        grid_1d(self.rows)
-    }
-    fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
-        let (scores, spans) = (inputs[0], inputs[1]);
-        let idx = &mut outputs[0];
-        for r in 0..self.rows {
-            let top = r * self.q + super::reduce::argmax_of(scores[r * self.q..(r + 1) * self.q].iter().copied());
-            let (start, stop) = top_span_bounds([spans[2 * top], spans[2 * top + 1]], self.seq_len, self.clip_len);
-            for (t, out) in idx[r * self.seq_len..(r + 1) * self.seq_len].iter_mut().enumerate() {
-                let j = start + t as f32;
-                *out = if j < stop { j } else { -1.0 };
-            }
-        }
-    }
-}
-
-/// TR-DETR / LD-DETR MR2HD row selection on the GPU: `scores (B, Q)` (e.g. the foreground
-/// probability) and `spans (B, Q, 2)` as (center, width) → `idx (B, seq_len)` f32, row `t`
-/// holding `start + t` while inside the Python slice `V[b, st : ed + 1]` of the top-scoring
-/// span, then −1. `layout::gather_rows(V, idx)` gives the zero-padded GRU input `G_in`.
-/// `seq_len` is the padded video length L; `clip_len` the clip length in seconds.
-pub fn top_span_row_index(
-    g: &mut Graph,
-    scores: TensorId,
-    spans: TensorId,
-    seq_len: usize,
-    clip_len: f32,
-) -> Result<TensorId> {
-    let (sc, ss) = (g.shape(scores).to_vec(), g.shape(spans).to_vec());
-    let ([b, q], [bs, qs, 2]) = (&sc[..], &ss[..]) else {
-        return Err(Error::Graph(format!(
-            "top_span_row_index needs scores (B, Q) and spans (B, Q, 2), got {sc:?} and {ss:?}"
-        )));
-    };
-    if b != bs || q != qs || *q == 0 || seq_len == 0 {
-        return Err(Error::Graph(format!(
-            "top_span_row_index: scores {sc:?}, spans {ss:?}, seq_len {seq_len} do not fit"
-        )));
-    }
-    if !(clip_len > 0.0 && clip_len.is_finite()) {
-        return Err(Error::Graph(format!("top_span_row_index: clip_len {clip_len}")));
-    }
-    let op = TopSpanRows { rows: *b, q: *q, seq_len, clip_len };
-    Ok(g.push1(op, &[Some(scores), Some(spans)], vec![*b, seq_len]))
 }

@@ -3,8 +3,7 @@
 //! moment-DETR's list-popping `temporal_nms` in f64.
 
 use moment_gpu::ops::span::{
-    hull_iou, nms, pairwise_iou, span_giou, span_iou, temporal_nms, to_start_end, top_span_row_index, top_span_rows,
-    NmsIou, SpanFormat,
+    hull_iou, nms, pairwise_iou, span_giou, span_iou, temporal_nms, to_start_end, NmsIou, SpanFormat,
 };
 use moment_gpu::testing::{assert_close, gpu, run_cpu, run_cpu_and_gpu, Rng, Tolerance};
 use moment_gpu::Graph;
@@ -145,10 +144,6 @@ fn python_temporal_nms(spans: &[[f32; 2]], scores: &[f32], nms_thd: f64, max_aft
     r
 }
 
-fn as_pairs(flat: &[f32]) -> Vec<[f32; 2]> {
-    flat.chunks_exact(2).map(|c| [c[0], c[1]]).collect()
-}
-
 #[test]
 fn temporal_nms_matches_python_transcription() {
     let mut rng = Rng::new(32);
@@ -284,73 +279,6 @@ fn nms_all_or_nothing_suppressed() {
 }
 
 #[test]
-fn top_span_rows_hand_values() {
-    // L = 76, clip_len 2 (scale 152). (center, width) → expected [start, stop):
-    //   (0.5, 0.25):     x1 = 0.375 → 57/2 = 28.5 → 28; x2 = 0.625 → 95/2 = 47.5 → 47 → [28, 48)
-    //   (0.0625, 0.25):  x1 = −0.0625 → −4.75 → −5 → 71; x2 → 14.25 → 14 → stop 15 → empty
-    //   (0.875, 0.5):    x1 = 0.625 → 47; x2 = 1.125 → 85.5 → 85 → stop min(86, 76) → [47, 76)
-    //   (0.5, 1.5):      x1 = −0.25 → −19 → 57; x2 = 1.25 → 95 → stop 76 → [57, 76)
-    let cases =
-        [([0.5f32, 0.25], (28, 48)), ([0.0625, 0.25], (71, 71)), ([0.875, 0.5], (47, 76)), ([0.5, 1.5], (57, 76))];
-    for (span, want) in cases {
-        // The chosen span (q = 1) ties with q = 2 (the lower index wins); q = 0 scores lower.
-        let spans = [[0.1, 0.1], span, [0.9, 0.1]];
-        assert_eq!(top_span_rows(&[0.2, 0.7, 0.7], &spans, 76, 2.0), want, "span {span:?}");
-    }
-    // The graph op for the same four samples (B = 4, Q = 3).
-    let scores: Vec<f32> = (0..4).flat_map(|_| [0.2, 0.7, 0.7]).collect();
-    let spans: Vec<f32> = cases.iter().flat_map(|(s, _)| [0.1, 0.1, s[0], s[1], 0.9, 0.1]).collect();
-    let build = |g: &mut Graph| {
-        let sc = g.input("sc", &[4, 3]);
-        let sp = g.input("sp", &[4, 3, 2]);
-        let idx = top_span_row_index(g, sc, sp, 76, 2.0).unwrap();
-        g.output("idx", idx);
-    };
-    let want: Vec<f32> = cases
-        .iter()
-        .flat_map(|&(_, (start, stop))| (0..76).map(move |t| if start + t < stop { (start + t) as f32 } else { -1.0 }))
-        .collect();
-    let inputs: &[(&str, &[f32])] = &[("sc", &scores), ("sp", &spans)];
-    assert_eq!(run_cpu(build, inputs).get("idx"), &want[..]);
-    if let Some(gpu) = gpu() {
-        let (_, gpu_out) = run_cpu_and_gpu(&gpu, build, inputs);
-        assert_eq!(gpu_out.get("idx"), &want[..]);
-    }
-}
-
-#[test]
-fn top_span_rows_match_cpu() {
-    let Some(gpu) = gpu() else { return };
-    let mut rng = Rng::new(35);
-    // (B, Q, L, clip_len): one query and one clip, TR-DETR (Q 10, L 75, 2 s), LD-DETR-like,
-    // Q over the 64-thread workgroup, B > 1, Charades clip length 1.
-    for &(b, q, l, clip) in
-        &[(1, 1, 1, 2.0f32), (3, 10, 75, 2.0), (2, 10, 76, 1.0), (2, 100, 200, 2.0), (5, 7, 33, 1.0)]
-    {
-        // Centers in [-0.2, 1.2] and widths in [0, 1]: negative starts, ends past L, empty slices.
-        let scores: Vec<f32> = (0..b * q).map(|_| rng.below(5) as f32).collect();
-        let spans: Vec<f32> = (0..b * q).flat_map(|_| [rng.uniform(-0.2, 1.2), rng.uniform(0.0, 1.0)]).collect();
-        let build = |g: &mut Graph| {
-            let sc = g.input("sc", &[b, q]);
-            let sp = g.input("sp", &[b, q, 2]);
-            let idx = top_span_row_index(g, sc, sp, l, clip).unwrap();
-            g.output("idx", idx);
-        };
-        let inputs: &[(&str, &[f32])] = &[("sc", &scores), ("sp", &spans)];
-        let (cpu, gpu_out) = run_cpu_and_gpu(&gpu, build, inputs);
-        assert_close(&format!("top span rows {b}x{q} L {l}"), gpu_out.get("idx"), cpu.get("idx"), EXACT);
-        // The twin agrees with the plain-slice function.
-        for r in 0..b {
-            let (start, stop) =
-                top_span_rows(&scores[r * q..(r + 1) * q], &as_pairs(&spans[2 * r * q..2 * (r + 1) * q]), l, clip);
-            let row = &cpu.get("idx")[r * l..(r + 1) * l];
-            let want: Vec<f32> = (0..l).map(|t| if start + t < stop { (start + t) as f32 } else { -1.0 }).collect();
-            assert_eq!(row, &want[..]);
-        }
-    }
-}
-
-#[test]
 fn bad_shapes_are_graph_errors() {
     let mut g = Graph::new();
     let a = g.input("a", &[2, 5, 2]);
@@ -364,8 +292,5 @@ fn bad_shapes_are_graph_errors() {
     assert!(nms(&mut g, a, b, SpanFormat::StartEnd, 0.5, None, NmsIou::Hull).is_err());
     assert!(nms(&mut g, big, big_s, SpanFormat::StartEnd, 0.5, None, NmsIou::Hull).is_err());
     assert!(nms(&mut g, a, s, SpanFormat::StartEnd, f32::NAN, None, NmsIou::Hull).is_err());
-    assert!(top_span_row_index(&mut g, s, b, 75, 2.0).is_err());
-    assert!(top_span_row_index(&mut g, s, a, 75, 0.0).is_err());
-    assert!(top_span_row_index(&mut g, s, a, 0, 2.0).is_err());
     assert!(nms(&mut g, a, s, SpanFormat::StartEnd, 0.5, Some(3), NmsIou::Exact).is_ok());
 }
