@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::graph::{ConstCache, Executable, ForwardStats, Graph};
+use crate::graph::{ConstCache, Executable, ForwardStats, Graph, Outputs};
 use crate::io::Array;
 use crate::weights::Weights;
 pub use postprocess::{PostProcess, Qid, Window};
@@ -101,12 +101,51 @@ pub struct Prediction {
 }
 
 /// Widths an architecture declares for its graph.
+/// What a model architecture provides. The defaults are the Moment-DETR-family recipe
+/// (per-source L2 normalisation, TEF, DETR post-processing); a model overrides what differs.
 pub(crate) trait Architecture: Send + Sync {
     fn kind(&self) -> ModelKind;
     fn io(&self) -> &ModelIo;
-    fn postprocess(&self) -> PostProcess;
     /// Builds the forward graph for `batch` samples of `clips` × `tokens` (padded sizes).
     fn build(&self, g: &mut Graph, batch: usize, clips: usize, tokens: usize) -> Result<()>;
+
+    /// Model-ready video from raw feature sources in the official order.
+    fn video_from_sources(&self, sources: &[Array], names: &[String]) -> Result<VideoInput> {
+        detr_video_from_sources(self.io(), sources, names)
+    }
+
+    /// Model-ready query from raw token features.
+    fn query_from_sources(&self, sources: &[Array], names: &[String]) -> Result<QueryInput> {
+        detr_query_from_sources(self.io(), sources, names)
+    }
+
+    /// The prediction of sample `b` of a forward's outputs (padded to `clips`), for `video`.
+    fn prediction(&self, outputs: &Outputs, b: usize, clips: usize, video: &VideoInput) -> Prediction {
+        detr_prediction(outputs, b, clips, video, self.io(), &PostProcess::default())
+    }
+}
+
+/// The official DETR post-processing of sample `b`: `pred_logits (B, Q, 2)`, `pred_spans`,
+/// `saliency (B, L)` → windows in seconds and the valid clips' saliency.
+pub(crate) fn detr_prediction(
+    outputs: &Outputs,
+    b: usize,
+    clips: usize,
+    video: &VideoInput,
+    io: &ModelIo,
+    pp: &PostProcess,
+) -> Prediction {
+    let (logits, spans, saliency) = (outputs.get("pred_logits"), outputs.get("pred_spans"), outputs.get("saliency"));
+    let batch = saliency.len() / clips;
+    let q2 = logits.len() / batch;
+    let raw = RawOutputs {
+        logits: logits[b * q2..(b + 1) * q2].to_vec(),
+        spans: spans[b * q2..(b + 1) * q2].to_vec(),
+        saliency: saliency[b * clips..b * clips + video.clips].to_vec(),
+    };
+    let duration = video.duration.unwrap_or(video.clips as f32 * io.clip_length);
+    let windows = postprocess::windows(&raw.logits, &raw.spans, duration, pp);
+    Prediction { windows, saliency: raw.saliency.clone(), raw }
 }
 
 /// Plans kept per (batch, clips, tokens) shape; the oldest is dropped past this many.
@@ -181,37 +220,15 @@ impl Model {
     }
 
     /// Builds the model-ready video from raw feature sources (in the official order, one
-    /// `(clips, width)` array each): cut to `max_v_l`, L2-normalised per source, cut to the
-    /// shortest source, concatenated, TEF appended. `names` label the sources in errors.
+    /// `(clips, width)` array each) as the model's data loader does; `names` label the sources in
+    /// errors.
     pub fn video_from_sources(&self, sources: &[Array], names: &[String]) -> Result<VideoInput> {
-        let io = self.io();
-        let parts = check_sources(sources, names, io.video_feature_width, "video")?;
-        let clips = parts.iter().map(|(rows, _, _)| *rows).min().unwrap_or(0).min(io.max_clips);
-        let mut data = Vec::with_capacity(clips * io.video_width);
-        for t in 0..clips {
-            for (_, width, values) in &parts {
-                push_row(&mut data, &values[t * width..(t + 1) * width], io.normalize_video);
-            }
-            if io.tef {
-                let start = t as f32 / clips as f32;
-                data.extend([start, start + 1.0 / clips as f32]);
-            }
-        }
-        Ok(VideoInput { clips, width: io.video_width, data, duration: None })
+        self.arch.video_from_sources(sources, names)
     }
 
     /// Builds the model-ready query from raw token features (`(tokens, width)` per source).
     pub fn query_from_sources(&self, sources: &[Array], names: &[String]) -> Result<QueryInput> {
-        let io = self.io();
-        let parts = check_sources(sources, names, io.query_feature_width, "query")?;
-        let tokens = parts.iter().map(|(rows, _, _)| *rows).min().unwrap_or(0).min(io.max_tokens);
-        let mut data = Vec::with_capacity(tokens * io.query_width);
-        for t in 0..tokens {
-            for (_, width, values) in &parts {
-                push_row(&mut data, &values[t * width..(t + 1) * width], io.normalize_query);
-            }
-        }
-        Ok(QueryInput { tokens, width: io.query_width, data })
+        self.arch.query_from_sources(sources, names)
     }
 
     /// One query over one video.
@@ -246,24 +263,7 @@ impl Model {
             (batch, clips, tokens),
             &[("video", &video), ("video_mask", &video_mask), ("query", &query), ("query_mask", &query_mask)],
         )?;
-        let (logits, spans, saliency) =
-            (outputs.get("pred_logits"), outputs.get("pred_spans"), outputs.get("saliency"));
-        let q2 = logits.len() / batch;
-        let pp = self.arch.postprocess();
-        Ok(items
-            .iter()
-            .enumerate()
-            .map(|(b, (v, _))| {
-                let raw = RawOutputs {
-                    logits: logits[b * q2..(b + 1) * q2].to_vec(),
-                    spans: spans[b * q2..(b + 1) * q2].to_vec(),
-                    saliency: saliency[b * clips..b * clips + v.clips].to_vec(),
-                };
-                let duration = v.duration.unwrap_or(v.clips as f32 * io.clip_length);
-                let windows = postprocess::windows(&raw.logits, &raw.spans, duration, &pp);
-                Prediction { windows, saliency: raw.saliency.clone(), raw }
-            })
-            .collect())
+        Ok(items.iter().enumerate().map(|(b, (v, _))| self.arch.prediction(&outputs, b, clips, v)).collect())
     }
 
     fn run(&self, shape: (usize, usize, usize), inputs: &[(&str, &[f32])]) -> Result<crate::graph::Outputs> {
@@ -286,6 +286,37 @@ impl Model {
         *self.last_stats.lock().unwrap() = exe.stats().clone();
         Ok(out)
     }
+}
+
+/// The Moment-DETR data loader's video: each source cut to `max_v_l` and L2-normalised on its
+/// own, all cut to the shortest, concatenated, TEF appended.
+pub(crate) fn detr_video_from_sources(io: &ModelIo, sources: &[Array], names: &[String]) -> Result<VideoInput> {
+    let parts = check_sources(sources, names, io.video_feature_width, "video")?;
+    let clips = parts.iter().map(|(rows, _, _)| *rows).min().unwrap_or(0).min(io.max_clips);
+    let mut data = Vec::with_capacity(clips * io.video_width);
+    for t in 0..clips {
+        for (_, width, values) in &parts {
+            push_row(&mut data, &values[t * width..(t + 1) * width], io.normalize_video);
+        }
+        if io.tef {
+            let start = t as f32 / clips as f32;
+            data.extend([start, start + 1.0 / clips as f32]);
+        }
+    }
+    Ok(VideoInput { clips, width: io.video_width, data, duration: None })
+}
+
+/// The Moment-DETR data loader's query: tokens cut to `max_q_l`, each source L2-normalised.
+pub(crate) fn detr_query_from_sources(io: &ModelIo, sources: &[Array], names: &[String]) -> Result<QueryInput> {
+    let parts = check_sources(sources, names, io.query_feature_width, "query")?;
+    let tokens = parts.iter().map(|(rows, _, _)| *rows).min().unwrap_or(0).min(io.max_tokens);
+    let mut data = Vec::with_capacity(tokens * io.query_width);
+    for t in 0..tokens {
+        for (_, width, values) in &parts {
+            push_row(&mut data, &values[t * width..(t + 1) * width], io.normalize_query);
+        }
+    }
+    Ok(QueryInput { tokens, width: io.query_width, data })
 }
 
 /// Each source as (rows, width, values), checked: rank 2, rows ≥ 1, finite, and widths summing

@@ -14,9 +14,9 @@ use super::blocks::{
 };
 use super::config::Config;
 use super::postprocess::PostProcess;
-use super::{Architecture, ModelIo, ModelKind};
+use super::{detr_prediction, Architecture, ModelIo, ModelKind, Prediction, VideoInput};
 use crate::error::Result;
-use crate::graph::{Graph, TensorId};
+use crate::graph::{Graph, Outputs, TensorId};
 use crate::ops::elementwise::{add, binary_fused, mul, Binary, Unary};
 use crate::ops::gru::GruWeights;
 use crate::ops::layout::{concat, transpose};
@@ -218,8 +218,9 @@ impl Architecture for TrDetr {
         &self.io
     }
 
-    fn postprocess(&self) -> PostProcess {
-        PostProcess { clip_length: 2.0, max_ts: 150.0, sort: self.sort_results }
+    fn prediction(&self, outputs: &Outputs, b: usize, clips: usize, video: &VideoInput) -> Prediction {
+        let pp = PostProcess { sort: self.sort_results, ..PostProcess::default() };
+        detr_prediction(outputs, b, clips, video, &self.io, &pp)
     }
 
     fn build(&self, g: &mut Graph, batch: usize, clips: usize, tokens: usize) -> Result<()> {
