@@ -67,6 +67,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads a model and shows its notices.
+pub fn load_model(path: &std::path::Path, device: &Device) -> moment_gpu::Result<moment_gpu::models::Model> {
+    let model = moment_gpu::models::Model::load(path, device)?;
+    for notice in model.notices() {
+        eprintln!("moment: {notice}");
+    }
+    Ok(model)
+}
+
 /// Writes `contents` to `path` atomically: a temporary file beside it, renamed on success, so a
 /// failed run never leaves a half-written output.
 pub fn write_atomically(path: &PathBuf, contents: &[u8]) -> moment_gpu::Result<()> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use moment_gpu::models::{Model, QueryInput, VideoInput};
+use moment_gpu::models::{QueryInput, VideoInput};
 use moment_gpu::testing::Rng;
 
 use crate::DeviceArgs;
@@ -32,7 +32,7 @@ pub struct BenchArgs {
 pub fn run(device: &DeviceArgs, args: &BenchArgs) -> moment_gpu::Result<()> {
     let device = device.open()?;
     let start = Instant::now();
-    let model = Model::load(&args.weights, &device)?;
+    let model = crate::load_model(&args.weights, &device)?;
     let io = model.io().clone();
     let mut rng = Rng::new(7);
     let videos: Vec<VideoInput> = (0..args.batch)

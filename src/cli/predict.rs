@@ -76,7 +76,7 @@ pub fn run(device: &DeviceArgs, args: &PredictArgs) -> Result<()> {
         });
     }
     let device = device.open()?;
-    let model = Model::load(&args.weights, &device)?;
+    let model = crate::load_model(&args.weights, &device)?;
     match &args.annotations {
         Some(annotations) => run_batch(&model, args, annotations),
         None => {

@@ -109,6 +109,11 @@ pub(crate) trait Architecture: Send + Sync {
     /// Builds the forward graph for `batch` samples of `clips` × `tokens` (padded sizes).
     fn build(&self, g: &mut Graph, batch: usize, clips: usize, tokens: usize) -> Result<()>;
 
+    /// One-line notices about the loaded weights (e.g. training-only tensors that were ignored).
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Model-ready video from raw feature sources in the official order.
     fn video_from_sources(&self, sources: &[Array], names: &[String]) -> Result<VideoInput> {
         detr_video_from_sources(self.io(), sources, names)
@@ -208,6 +213,11 @@ impl Model {
 
     pub fn io(&self) -> &ModelIo {
         self.arch.io()
+    }
+
+    /// One-line notices about the loaded weights, for the caller to show.
+    pub fn notices(&self) -> Vec<String> {
+        self.arch.notices()
     }
 
     pub fn device(&self) -> &Device {
