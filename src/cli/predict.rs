@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use moment_gpu::io::read_array;
+use moment_gpu::io::{read_array, Array};
+use moment_gpu::models::long::LongVideo;
 use moment_gpu::models::postprocess::{prediction_json, saliency_f16};
 use moment_gpu::models::{Model, Prediction, Qid, QueryInput, VideoInput};
 use moment_gpu::{Error, Result};
@@ -63,6 +64,19 @@ pub struct PredictArgs {
     /// Batch mode: queries per forward.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Videos longer than the model's max_v_l run as overlapping windows of this many clips
+    /// (default: max_v_l).
+    #[arg(long)]
+    window: Option<usize>,
+    /// Clips between window starts (default: two thirds of the window).
+    #[arg(long)]
+    stride: Option<usize>,
+}
+
+impl PredictArgs {
+    fn long_video(&self) -> LongVideo {
+        LongVideo { window: self.window.unwrap_or(0), stride: self.stride.unwrap_or(0), ..LongVideo::default() }
+    }
 }
 
 const VIDEO_KEYS: &[&str] = &["features"];
@@ -80,10 +94,10 @@ pub fn run(device: &DeviceArgs, args: &PredictArgs) -> Result<()> {
     match &args.annotations {
         Some(annotations) => run_batch(&model, args, annotations),
         None => {
-            let mut video = read_video(&model, &args.video, args.video_key.as_deref())?;
-            video.duration = args.duration;
+            let sources = read_sources(&args.video, args.video_key.as_deref(), VIDEO_KEYS)?;
             let query = read_query(&model, &args.query, args.query_key.as_deref())?;
-            let prediction = model.predict(&video, &query)?;
+            let prediction =
+                model.predict_long(&sources, &names(&args.video), &query, args.duration, &args.long_video())?;
             let line = record(&Qid::parse(&args.qid), &args.query_text, &args.vid, &prediction);
             match &args.out {
                 Some(out) => write_atomically(out, format!("{line}\n").as_bytes()),
@@ -104,14 +118,17 @@ fn names(paths: &[PathBuf]) -> Vec<String> {
     paths.iter().map(|p| p.display().to_string()).collect()
 }
 
-fn read_video(model: &Model, paths: &[PathBuf], key: Option<&str>) -> Result<VideoInput> {
-    let arrays = paths.iter().map(|p| read_array(p, key, VIDEO_KEYS)).collect::<Result<Vec<_>>>()?;
-    model.video_from_sources(&arrays, &names(paths))
+fn read_sources(paths: &[PathBuf], key: Option<&str>, default_keys: &[&str]) -> Result<Vec<Array>> {
+    paths.iter().map(|p| read_array(p, key, default_keys)).collect()
+}
+
+/// Rows of the shortest source (the clips the loader keeps).
+fn clips_of(sources: &[Array]) -> usize {
+    sources.iter().map(|a| a.rows_and_width().map_or(0, |(r, _)| r)).min().unwrap_or(0)
 }
 
 fn read_query(model: &Model, paths: &[PathBuf], key: Option<&str>) -> Result<QueryInput> {
-    let arrays = paths.iter().map(|p| read_array(p, key, QUERY_KEYS)).collect::<Result<Vec<_>>>()?;
-    model.query_from_sources(&arrays, &names(paths))
+    model.query_from_sources(&read_sources(paths, key, QUERY_KEYS)?, &names(paths))
 }
 
 /// One annotation line: the fields prediction needs.
@@ -162,18 +179,25 @@ fn run_batch(model: &Model, args: &PredictArgs, annotations: &Path) -> Result<()
         let mut ready: Vec<(usize, Annotation, VideoInput, QueryInput)> = Vec::new();
         for &(number, line) in chunk {
             let loaded = parse_annotation(annotations, number, line).and_then(|a| {
-                let videos: Vec<PathBuf> = args.video_dir.iter().map(|d| d.join(format!("{}.npz", a.vid))).collect();
-                let mut video = read_video(model, &videos, args.video_key.as_deref())?;
-                video.duration = a.duration;
+                let files: Vec<PathBuf> = args.video_dir.iter().map(|d| d.join(format!("{}.npz", a.vid))).collect();
+                let sources = read_sources(&files, args.video_key.as_deref(), VIDEO_KEYS)?;
                 let qfile = query_dir.join(match &a.qid {
                     Qid::Int(i) => format!("qid{i}.npz"),
                     Qid::Str(s) => format!("qid{s}.npz"),
                 });
                 let query = read_query(model, &[qfile], args.query_key.as_deref())?;
-                Ok((a, video, query))
+                if clips_of(&sources) > model.io().max_clips {
+                    // Longer than one window: predicted on its own, windowed.
+                    let p = model.predict_long(&sources, &names(&files), &query, a.duration, &args.long_video())?;
+                    return Ok(Err((a, p)));
+                }
+                let mut video = model.video_from_sources(&sources, &names(&files))?;
+                video.duration = a.duration;
+                Ok(Ok((a, video, query)))
             });
             match loaded {
-                Ok((a, v, q)) => ready.push((number, a, v, q)),
+                Ok(Ok((a, v, q))) => ready.push((number, a, v, q)),
+                Ok(Err((a, p))) => records.push((number, record(&a.qid, &a.query, &a.vid, &p))),
                 Err(e) => {
                     failures += 1;
                     bar.suspend(|| eprintln!("moment: line {number} skipped: {e}"));

@@ -10,6 +10,7 @@
 
 mod blocks;
 mod config;
+pub mod long;
 pub mod postprocess;
 mod tr_detr;
 
