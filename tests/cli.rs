@@ -65,6 +65,8 @@ fn predict_one_query_from_raw_sources() {
         &q0,
         "--duration",
         "126",
+        // The fixture's sources are longer than max_v_l: cut them as the official loader does.
+        "--truncate",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let ours: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -123,6 +125,7 @@ fn predict_batch_over_an_annotation_file() {
         &s(&out),
         "--batch-size",
         "2",
+        "--truncate",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("line 4 skipped") && text(&o).contains("missing.npz"), "{}", text(&o));

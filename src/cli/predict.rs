@@ -71,6 +71,9 @@ pub struct PredictArgs {
     /// Clips between window starts (default: two thirds of the window).
     #[arg(long)]
     stride: Option<usize>,
+    /// Cut videos to max_v_l clips, as the official data loader does, instead of windowing them.
+    #[arg(long, conflicts_with_all = ["window", "stride"])]
+    truncate: bool,
 }
 
 impl PredictArgs {
@@ -96,8 +99,13 @@ pub fn run(device: &DeviceArgs, args: &PredictArgs) -> Result<()> {
         None => {
             let sources = read_sources(&args.video, args.video_key.as_deref(), VIDEO_KEYS)?;
             let query = read_query(&model, &args.query, args.query_key.as_deref())?;
-            let prediction =
-                model.predict_long(&sources, &names(&args.video), &query, args.duration, &args.long_video())?;
+            let prediction = if args.truncate {
+                let mut video = model.video_from_sources(&sources, &names(&args.video))?;
+                video.duration = args.duration;
+                model.predict(&video, &query)?
+            } else {
+                model.predict_long(&sources, &names(&args.video), &query, args.duration, &args.long_video())?
+            };
             let line = record(&Qid::parse(&args.qid), &args.query_text, &args.vid, &prediction);
             match &args.out {
                 Some(out) => write_atomically(out, format!("{line}\n").as_bytes()),
@@ -186,7 +194,7 @@ fn run_batch(model: &Model, args: &PredictArgs, annotations: &Path) -> Result<()
                     Qid::Str(s) => format!("qid{s}.npz"),
                 });
                 let query = read_query(model, &[qfile], args.query_key.as_deref())?;
-                if clips_of(&sources) > model.io().max_clips {
+                if !args.truncate && clips_of(&sources) > model.io().max_clips {
                     // Longer than one window: predicted on its own, windowed.
                     let p = model.predict_long(&sources, &names(&files), &query, a.duration, &args.long_video())?;
                     return Ok(Err((a, p)));
