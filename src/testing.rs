@@ -83,20 +83,25 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tolerance) {
     }
 }
 
-/// Plans the graph `build` makes on the CPU and on `gpu`, runs both on `inputs`, and returns
-/// (cpu, gpu) outputs.
+/// Plans the graph `build` makes with the CPU reference twins and on `gpu`, runs both on
+/// `inputs`, and returns (reference, gpu) outputs.
 pub fn run_cpu_and_gpu(gpu: &Device, build: impl Fn(&mut Graph), inputs: &[(&str, &[f32])]) -> (Outputs, Outputs) {
-    let run = |device: &Device| {
-        let mut g = Graph::new();
-        build(&mut g);
-        let mut exe = Executable::new(g, device, &ConstCache::new()).expect("plan the graph");
-        exe.run(inputs).expect("run the graph")
-    };
-    (run(&Device::Cpu), run(gpu))
+    let mut g = Graph::new();
+    build(&mut g);
+    let mut gpu_exe = Executable::new(g, gpu, &ConstCache::new()).expect("plan the graph");
+    (run_cpu(&build, inputs), gpu_exe.run(inputs).expect("run the graph"))
 }
 
-/// Runs a graph on the CPU backend only.
+/// Runs a graph with the CPU reference twins.
 pub fn run_cpu(build: impl Fn(&mut Graph), inputs: &[(&str, &[f32])]) -> Outputs {
+    let mut g = Graph::new();
+    build(&mut g);
+    let mut exe = Executable::new_cpu_reference(g).expect("plan the graph");
+    exe.run(inputs).expect("run the graph")
+}
+
+/// Runs a graph on the CPU backend's fast kernels.
+pub fn run_cpu_fast(build: impl Fn(&mut Graph), inputs: &[(&str, &[f32])]) -> Outputs {
     let mut g = Graph::new();
     build(&mut g);
     let mut exe = Executable::new(g, &Device::Cpu, &ConstCache::new()).expect("plan the graph");

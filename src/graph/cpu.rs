@@ -7,17 +7,22 @@ use super::{Graph, Outputs, RunCounters, Source};
 pub(crate) struct CpuPlan {
     slot_of: Vec<Option<usize>>,
     slots: Vec<Vec<f32>>,
+    /// Run the reference twins (the parity oracle) instead of the fast CPU kernels.
+    pub reference: bool,
+    profile: bool,
 }
 
 impl CpuPlan {
-    pub fn new(_graph: &Graph, plan: &Plan) -> Self {
+    pub fn new(_graph: &Graph, plan: &Plan, reference: bool) -> Self {
         let slots = plan.slot_bytes.iter().map(|b| vec![0.0f32; b / 4]).collect();
-        CpuPlan { slot_of: plan.slot_of.clone(), slots }
+        CpuPlan { slot_of: plan.slot_of.clone(), slots, reference, profile: super::profiling_requested() }
     }
 
     pub fn run(&mut self, graph: &Graph, inputs: &[&[f32]]) -> (Outputs, RunCounters) {
         let input_ids = graph.input_ids();
+        let mut times = Vec::new();
         for node in &graph.nodes {
+            let start = self.profile.then(std::time::Instant::now);
             // Outputs live in slots no input of this node uses (the plan frees inputs only
             // after placing outputs), so they can be taken out while the inputs are borrowed.
             let mut outs: Vec<Vec<f32>> =
@@ -43,11 +48,21 @@ impl CpuPlan {
                     .collect();
                 let mut out_slices: Vec<&mut [f32]> =
                     outs.iter_mut().zip(&node.outputs).map(|(v, t)| &mut v[..graph.tensors[t.0].numel()]).collect();
-                node.kernel.cpu(&ins, &mut out_slices);
+                if self.reference {
+                    node.kernel.cpu(&ins, &mut out_slices);
+                } else {
+                    node.kernel.cpu_fast(&ins, &mut out_slices);
+                }
+            }
+            if let Some(start) = start {
+                times.push(start.elapsed().as_secs_f64() * 1e6);
             }
             for (t, v) in node.outputs.iter().zip(outs) {
                 self.slots[self.slot_of[t.0].unwrap()] = v;
             }
+        }
+        if self.profile {
+            super::print_profile(if self.reference { "CPU reference twins" } else { "CPU backend" }, graph, &times);
         }
         let mut outputs = Outputs::default();
         for (name, t) in &graph.outputs {

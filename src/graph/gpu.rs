@@ -200,7 +200,7 @@ impl GpuPlan {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu(format!("planning the graph failed: {e}")));
         }
-        let profile = profiling_requested().then(|| Profiler::new(&gpu, graph)).flatten();
+        let profile = super::profiling_requested().then(|| Profiler::new(&gpu, graph)).flatten();
         Ok(GpuPlan {
             gpu,
             pipelines,
@@ -290,10 +290,6 @@ impl GpuPlan {
     }
 }
 
-fn profiling_requested() -> bool {
-    std::env::var("MOMENT_PROFILE").is_ok_and(|v| v == "1")
-}
-
 /// Per-dispatch GPU timestamps (profiling mode only).
 struct Profiler {
     queries: wgpu::QuerySet,
@@ -337,31 +333,17 @@ impl Profiler {
     /// Prints total GPU time per op label, largest first.
     fn report(&self, gpu: &Gpu, graph: &Graph) {
         let period_ns = gpu.queue.get_timestamp_period() as f64;
-        let mut per_op: Vec<(&'static str, usize, f64)> = Vec::new();
-        {
+        let times: Vec<f64> = {
             let Ok(view) = self.readback.slice(..).get_mapped_range() else {
                 eprintln!("MOMENT_PROFILE: timestamps could not be read back");
                 return;
             };
             let ticks: &[u64] = bytemuck::cast_slice(&view);
-            for (i, node) in graph.nodes.iter().enumerate() {
-                let us = ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period_ns / 1000.0;
-                match per_op.iter_mut().find(|(l, _, _)| *l == node.kernel.label()) {
-                    Some(entry) => {
-                        entry.1 += 1;
-                        entry.2 += us;
-                    }
-                    None => per_op.push((node.kernel.label(), 1, us)),
-                }
-            }
-        }
+            (0..graph.nodes.len())
+                .map(|i| ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period_ns / 1000.0)
+                .collect()
+        };
         self.readback.unmap();
-        per_op.sort_by(|a, b| b.2.total_cmp(&a.2));
-        let total: f64 = per_op.iter().map(|e| e.2).sum();
-        eprintln!("MOMENT_PROFILE on {}: {} dispatches, {:.1} µs GPU time", gpu.info.name, graph.nodes.len(), total);
-        eprintln!("  {:<24} {:>6} {:>12} {:>7}", "op", "calls", "total µs", "%");
-        for (label, calls, us) in per_op {
-            eprintln!("  {:<24} {:>6} {:>12.1} {:>6.1}%", label, calls, us, 100.0 * us / total.max(1e-9));
-        }
+        super::print_profile(&gpu.info.name, graph, &times);
     }
 }

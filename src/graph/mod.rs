@@ -186,7 +186,7 @@ impl Executable {
         let plan = plan::Plan::new(&graph);
         let backend = match device {
             Device::Gpu(g) => Backend::Gpu(gpu::GpuPlan::new(&graph, &plan, g.clone(), consts)?),
-            Device::Cpu => Backend::Cpu(cpu::CpuPlan::new(&graph, &plan)),
+            Device::Cpu => Backend::Cpu(cpu::CpuPlan::new(&graph, &plan, false)),
         };
         let stats = ForwardStats {
             dispatches: graph.nodes.len(),
@@ -195,6 +195,16 @@ impl Executable {
             ..Default::default()
         };
         Ok(Executable { graph, backend, stats })
+    }
+
+    /// Plans `graph` on the CPU with the kernels' reference twins (the parity oracle of the GPU
+    /// kernels and of the fast CPU kernels) instead of the fast CPU path.
+    pub fn new_cpu_reference(graph: Graph) -> Result<Self> {
+        let mut exe = Executable::new(graph, &Device::Cpu, &ConstCache::new())?;
+        if let Backend::Cpu(plan) = &mut exe.backend {
+            plan.reference = true;
+        }
+        Ok(exe)
     }
 
     /// Runs one forward. `inputs` gives every graph input by name.
@@ -227,6 +237,32 @@ impl Executable {
     /// Counters of the last forward (dispatches, submits, readbacks, bytes, peak memory).
     pub fn stats(&self) -> &ForwardStats {
         &self.stats
+    }
+}
+
+/// Whether `MOMENT_PROFILE=1` asks for per-op times.
+pub(crate) fn profiling_requested() -> bool {
+    std::env::var("MOMENT_PROFILE").is_ok_and(|v| v == "1")
+}
+
+/// Prints the time per op label (µs per node in `times`), largest first.
+pub(crate) fn print_profile(device: &str, graph: &Graph, times: &[f64]) {
+    let mut per_op: Vec<(&'static str, usize, f64)> = Vec::new();
+    for (node, &us) in graph.nodes.iter().zip(times) {
+        match per_op.iter_mut().find(|(l, _, _)| *l == node.kernel.label()) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 += us;
+            }
+            None => per_op.push((node.kernel.label(), 1, us)),
+        }
+    }
+    per_op.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let total: f64 = per_op.iter().map(|e| e.2).sum();
+    eprintln!("MOMENT_PROFILE on {device}: {} dispatches, {total:.1} µs", graph.nodes.len());
+    eprintln!("  {:<24} {:>6} {:>12} {:>7}", "op", "calls", "total µs", "%");
+    for (label, calls, us) in per_op {
+        eprintln!("  {:<24} {:>6} {:>12.1} {:>6.1}%", label, calls, us, 100.0 * us / total.max(1e-9));
     }
 }
 

@@ -74,6 +74,57 @@ impl Kernel for Matmul {
     fn workgroups(&self) -> [u32; 3] {
         [self.n.div_ceil(TILE) as u32, self.m.div_ceil(TILE) as u32, self.batch as u32]
     }
+    /// The CPU backend: a blocked, SIMD, multi-threaded SGEMM (matrixmultiply) over the same
+    /// strides, then the epilogue in one pass.
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
+        let (a, w, bias, slope, residual) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]);
+        let c = &mut outputs[0];
+        let [ab, am, ak] = self.a_strides;
+        let [wb, wk, wn] = self.w_strides;
+        let (m, n, k) = (self.m, self.n, self.k);
+        for b in 0..self.batch {
+            let out = &mut c[b * m * n..(b + 1) * m * n];
+            if k == 0 {
+                out.fill(0.0);
+                continue;
+            }
+            // SAFETY: every element the strides address lies inside its slice: the graph builder
+            // checked the operand shapes against (batch, m, k, n) and these strides.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr().add(b * ab),
+                    am as isize,
+                    ak as isize,
+                    w.as_ptr().add(b * wb),
+                    wk as isize,
+                    wn as isize,
+                    0.0,
+                    out.as_mut_ptr(),
+                    n as isize,
+                    1,
+                );
+            }
+        }
+        let slope = slope.first().copied().unwrap_or(0.0);
+        if self.has_bias || self.act != 0 || self.has_residual {
+            for (i, v) in c.iter_mut().enumerate() {
+                let mut x = *v;
+                if self.has_bias {
+                    x += bias[i % n];
+                }
+                x = activate(x, self.act, slope);
+                if self.has_residual {
+                    x += residual[i];
+                }
+                *v = x;
+            }
+        }
+    }
+
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
         let (a, w, bias, slope, residual) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]);
         let c = &mut outputs[0];

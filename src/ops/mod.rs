@@ -41,8 +41,15 @@ pub trait Kernel: Debug + Send + Sync {
     /// The uniform parameter block, as 32-bit words in WGSL struct order.
     fn params(&self) -> Params;
     fn workgroups(&self) -> [u32; 3];
-    /// The CPU twin: same inputs, same outputs (each output slice has exactly its length).
+    /// The CPU twin: same inputs, same outputs (each output slice has exactly its length). It is
+    /// the reference the GPU kernel and the fast CPU kernel are tested against.
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]);
+
+    /// What the CPU backend runs: the twin unless the op has a faster CPU kernel (a GEMM
+    /// library, threads), which is then tested against the twin.
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
+        self.cpu(inputs, outputs)
+    }
 }
 
 /// A kernel's uniform block, built field by field in the WGSL struct's order. WGSL structs used

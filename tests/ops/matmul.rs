@@ -115,3 +115,48 @@ fn mismatched_shapes_are_graph_errors() {
     let b = g.input("b", &[3, 4, 5]);
     assert!(matmul(&mut g, a, b, false).is_err());
 }
+
+/// The CPU backend's GEMM path against the reference twin, over the same shapes and epilogues.
+#[test]
+fn fast_cpu_matmul_matches_the_twin() {
+    use moment_gpu::testing::run_cpu_fast;
+    let mut rng = Rng::new(4);
+    for &(m, k, n) in LINEAR_SHAPES {
+        let x = rng.vec(m * k, -1.0, 1.0);
+        let w = rng.vec(n * k, -1.0, 1.0);
+        let b = rng.vec(n, -1.0, 1.0);
+        let r = rng.vec(m * n, -1.0, 1.0);
+        let build = |g: &mut moment_gpu::Graph| {
+            let xi = g.input("x", &[m, k]);
+            let wi = g.constant(w.clone().into(), &[n, k]).unwrap();
+            let bi = g.constant(b.clone().into(), &[n]).unwrap();
+            let slope = g.constant(vec![0.25f32].into(), &[1]).unwrap();
+            let ri = g.input("r", &[m, n]);
+            let y = linear_residual(g, xi, wi, Some(bi), Act::Prelu(slope), Some(ri)).unwrap();
+            g.output("y", y);
+        };
+        let inputs: &[(&str, &[f32])] = &[("x", &x), ("r", &r)];
+        assert_close(
+            &format!("fast linear {m}x{k}x{n}"),
+            run_cpu_fast(build, inputs).get("y"),
+            run_cpu(build, inputs).get("y"),
+            TOL,
+        );
+    }
+    for &(bt, m, k, n) in &[(1, 1, 1, 1), (3, 5, 7, 9), (2, 75, 32, 75)] {
+        for transpose_b in [false, true] {
+            let a = rng.vec(bt * m * k, -1.0, 1.0);
+            let b = rng.vec(bt * k * n, -1.0, 1.0);
+            let b_shape = if transpose_b { [bt, n, k] } else { [bt, k, n] };
+            let build = |g: &mut moment_gpu::Graph| {
+                let ai = g.input("a", &[bt, m, k]);
+                let bi = g.input("b", &b_shape);
+                let y = matmul(g, ai, bi, transpose_b).unwrap();
+                g.output("y", y);
+            };
+            let inputs: &[(&str, &[f32])] = &[("a", &a), ("b", &b)];
+            let what = format!("fast matmul {bt}x{m}x{k}x{n} transpose_b={transpose_b}");
+            assert_close(&what, run_cpu_fast(build, inputs).get("y"), run_cpu(build, inputs).get("y"), TOL);
+        }
+    }
+}
