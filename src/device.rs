@@ -45,11 +45,19 @@ impl Device {
         match kind {
             DeviceKind::Cpu => Ok(Device::Cpu),
             DeviceKind::Gpu => Ok(Device::Gpu(Arc::new(Gpu::open(adapter)?))),
-            DeviceKind::Auto => match Gpu::open(adapter) {
-                Ok(gpu) => Ok(Device::Gpu(Arc::new(gpu))),
-                Err(e) => {
-                    let first_line = e.to_string().lines().next().unwrap_or_default().to_string();
-                    eprintln!("moment: no GPU adapter ({first_line}); falling back to the CPU backend");
+            DeviceKind::Auto => match auto_choice(&list_adapters(), adapter) {
+                Ok(_) => match Gpu::open(adapter) {
+                    Ok(gpu) => Ok(Device::Gpu(Arc::new(gpu))),
+                    Err(e) => {
+                        eprintln!(
+                            "moment: {}; falling back to the CPU backend",
+                            e.to_string().lines().next().unwrap_or_default()
+                        );
+                        Ok(Device::Cpu)
+                    }
+                },
+                Err(why) => {
+                    eprintln!("moment: {why}; falling back to the CPU backend");
                     Ok(Device::Cpu)
                 }
             },
@@ -160,6 +168,21 @@ pub fn choose_adapter(reports: &[AdapterReport], selector: Option<&str>) -> Resu
         }
         // max_by_key keeps the last maximum; reverse so ties go to the first enumerated.
         None => Ok(reports.iter().rev().max_by_key(|r| rank(r.info.device_type)).map(|r| r.index).unwrap()),
+    }
+}
+
+/// What `--device auto` uses: the chosen adapter's index, or why the CPU backend is used
+/// instead. A software adapter (lavapipe, llvmpipe, WARP: device type CPU) is only used when
+/// named: the CPU backend is much faster than a GPU emulated on the same cores.
+pub fn auto_choice(reports: &[AdapterReport], selector: Option<&str>) -> std::result::Result<usize, String> {
+    let named = selector.is_some() || std::env::var("MOMENT_ADAPTER").is_ok_and(|s| !s.is_empty());
+    match choose_adapter(reports, selector) {
+        Ok(i) if reports[i].info.device_type == wgpu::DeviceType::Cpu && !named => Err(format!(
+            "only a software adapter ({}) is present, slower than the CPU backend (name it with --adapter to use it)",
+            reports[i].info.name
+        )),
+        Ok(i) => Ok(i),
+        Err(e) => Err(e.to_string().lines().next().unwrap_or_default().to_string()),
     }
 }
 

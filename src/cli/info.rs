@@ -1,6 +1,6 @@
 //! `moment info`: every adapter wgpu sees, its capabilities, and the one `auto` picks.
 
-use moment_gpu::device::{choose_adapter, list_adapters};
+use moment_gpu::device::{auto_choice, choose_adapter, list_adapters};
 use moment_gpu::DeviceKind;
 
 pub fn run(kind: DeviceKind, adapter: Option<&str>) -> moment_gpu::Result<()> {
@@ -33,13 +33,14 @@ pub fn run(kind: DeviceKind, adapter: Option<&str>) -> moment_gpu::Result<()> {
     }
     let chosen = match kind {
         DeviceKind::Cpu => "the CPU backend (--device cpu)".to_string(),
-        _ => match choose_adapter(&reports, adapter) {
+        DeviceKind::Auto => match auto_choice(&reports, adapter) {
             Ok(i) => format!("[{i}] {}", reports[i].info.name),
-            Err(e) if kind == DeviceKind::Auto => {
-                format!("the CPU backend ({})", e.to_string().lines().next().unwrap_or(""))
-            }
-            Err(e) => return Err(e),
+            Err(why) => format!("the CPU backend ({why})"),
         },
+        DeviceKind::Gpu => {
+            let i = choose_adapter(&reports, adapter)?;
+            format!("[{i}] {}", reports[i].info.name)
+        }
     };
     println!("--device {} picks {chosen}", format!("{kind:?}").to_lowercase());
     Ok(())
