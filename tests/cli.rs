@@ -103,6 +103,7 @@ fn predict_batch_over_an_annotation_file() {
         annotations += "\n";
     }
     annotations += "{\"qid\": 99, \"query\": \"no features\", \"vid\": \"missing\", \"duration\": 150}\n";
+    annotations += "this line is not JSON\n";
     let ann = dir.join("ann.jsonl");
     std::fs::write(&ann, annotations).unwrap();
     let out = dir.join("preds.jsonl");
@@ -129,6 +130,7 @@ fn predict_batch_over_an_annotation_file() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("line 4 skipped") && text(&o).contains("missing.npz"), "{}", text(&o));
+    assert!(text(&o).contains("ann.jsonl:5") && text(&o).contains("not a JSON object"), "{}", text(&o));
     let lines: Vec<String> = std::fs::read_to_string(&out).unwrap().lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 3);
     let expected = case.expected_json();

@@ -403,7 +403,7 @@ fn check_input(
     let name = format!("{what} #{index}");
     let fail = |reason: String| Err(Error::Input { name: name.clone(), reason });
     if rows == 0 {
-        return fail("has no rows (L = 0)".into());
+        return fail(if what == "query" { "is empty (no tokens)".into() } else { "has no rows (L = 0)".into() });
     }
     if width != want_width {
         return fail(format!("row width {width}, but the model expects {want_width}"));

@@ -108,6 +108,10 @@ fn bad_inputs_are_errors_naming_the_problem() {
     let msg = model.predict(&empty, &query).unwrap_err().to_string();
     assert!(msg.contains("L = 0"), "{msg}");
 
+    let no_tokens = moment_gpu::models::QueryInput { tokens: 0, width: query.width, data: vec![] };
+    let msg = model.predict(&video, &no_tokens).unwrap_err().to_string();
+    assert!(msg.contains("query #0") && msg.contains("empty"), "{msg}");
+
     let mut nan = video.clone();
     nan.data[5] = f32::NAN;
     let msg = model.predict(&nan, &query).unwrap_err().to_string();
