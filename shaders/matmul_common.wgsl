@@ -46,6 +46,14 @@ fn store_row(batch: u32, row: u32, col0: u32, acc: vec4<f32>) {
     }
 }
 
+// A thread's 4 x 4 outputs: rows row..row+3, columns col..col+3.
+fn store_tile(batch: u32, row: u32, col: u32, c0: vec4<f32>, c1: vec4<f32>, c2: vec4<f32>, c3: vec4<f32>) {
+    store_row(batch, row, col, c0);
+    store_row(batch, row + 1u, col, c1);
+    store_row(batch, row + 2u, col, c2);
+    store_row(batch, row + 3u, col, c3);
+}
+
 // The multiply-accumulate over one staged K step, shared by both entry points.
 fn accumulate(lid: vec3<u32>, c0: ptr<function, vec4<f32>>, c1: ptr<function, vec4<f32>>,
               c2: ptr<function, vec4<f32>>, c3: ptr<function, vec4<f32>>) {

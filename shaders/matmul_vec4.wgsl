@@ -45,10 +45,5 @@ fn matmul_vec4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
         accumulate(lid, &c0, &c1, &c2, &c3);
         workgroupBarrier();
     }
-    let row = row0 + lid.y * 4u;
-    let col = col0 + lid.x * 4u;
-    store_row(batch, row, col, c0);
-    store_row(batch, row + 1u, col, c1);
-    store_row(batch, row + 2u, col, c2);
-    store_row(batch, row + 3u, col, c3);
+    store_tile(batch, row0 + lid.y * 4u, col0 + lid.x * 4u, c0, c1, c2, c3);
 }
