@@ -8,7 +8,8 @@ writes, under DIR/<model>/ (DIR defaults to <repo>/target/fixtures):
 
 * small.safetensors / default.safetensors: seeded random weights with the official keys, written
   by the reference's `random-weights` for a small config (every code path, small widths and layer
-  counts) and for the official default config;
+  counts) and for the official default config (VideoLights also gets `nonb.safetensors`, its
+  released non-BLIP config, and a case for it);
 * one folder per case holding the model inputs (video.npy, video_mask.npy, query.npy,
   query_mask.npy: float32, zero-padded, masks 1 = valid), the raw per-source features they were
   preprocessed from (raw_s<b>_video<k>.npy, raw_s<b>_query<k>.npy), expected.npz (the reference
@@ -108,6 +109,11 @@ MODELS = {
         "default_sources": ([2304, 512, 768], [512, 768]),  # VideoLights-B: 3586 / 1280
         "max_v_l": 75, "max_q_l": 32,
         "batched_cli": False, "margins": False, "weights_args": {},
+        # The official default is VideoLights-B (BLIP-2 features); the released non-B models take
+        # SlowFast + CLIP video (2818 with TEF) and CLIP text (512): a third config and case.
+        "version": "2",
+        "extra_configs": {"nonb": {"v_feat_dim": 2816, "t_feat_dim": 512}},
+        "nonb_sources": ([2304, 512], [512]),
     },
     "sg_detr": {
         "script": "sg_detr_ref.py",
@@ -154,6 +160,22 @@ CASES = [
                                sample(7, 1, 14, "rain")]),
     ("default_l75_n32", "default", [sample(75, 32, 150, "a chef explains how to cut onions", trim=True)]),
 ]
+
+# Cases of one model's extra configs, after the shared ones (qids continue the running number).
+MODELS["videolights"]["extra_cases"] = [
+    ("nonb_batch2", "nonb", [sample(75, 32, 150, "a man rides a horse along the river", trim=True),
+                             sample(45, 9, 96, "children build a sandcastle")]),
+]
+
+
+def model_cases(model):
+    """The shared CASES, then the model's own extra cases (configs other than small/default)."""
+    return CASES + MODELS[model].get("extra_cases", [])
+
+
+def model_version(model):
+    """VERSION, or the model's own version where only its fixtures changed (the others keep theirs)."""
+    return MODELS.get(model, {}).get("version", VERSION)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,11 +250,12 @@ def make_weights(model, which, ref, mdir):
     seed = spec["seed"] + (0 if which == "small" else 1)
     args = ["random-weights", "--out", out.name, "--seed", seed]
     entry = {"weights": out.name, "seed": seed}
-    if which == "small":
-        cfg = mdir / "small_config.json"
-        cfg.write_text(json.dumps(spec["small"], indent=1) + "\n")
+    overrides = spec["small"] if which == "small" else spec.get("extra_configs", {}).get(which)
+    if overrides is not None:
+        cfg = mdir / f"{which}_config.json"
+        cfg.write_text(json.dumps(overrides, indent=1) + "\n")
         args += ["--config", cfg.name]
-        entry.update(config_file=cfg.name, overrides=spec["small"])
+        entry.update(config_file=cfg.name, overrides=overrides)
     else:
         entry.update(config_file=None, overrides={})
     args += spec["weights_args"].get(which, [])
@@ -488,7 +511,7 @@ def up_to_date(mdir, ref_sha):
         man = json.loads((mdir / "manifest.json").read_text())
     except (OSError, ValueError):
         return False
-    if man.get("version") != VERSION or man.get("reference_sha256") != ref_sha:
+    if man.get("version") != model_version(man.get("model")) or man.get("reference_sha256") != ref_sha:
         return False
     files = [c["weights"] for c in man["configs"].values()]
     for case in man["cases"]:
@@ -529,11 +552,12 @@ def generate_model(model, out_root, ref, ref_sha, jobs):
         mdir.mkdir()
         work.mkdir()
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            wfut = {w: pool.submit(make_weights, model, w, ref, mdir) for w in ("small", "default")}
+            which_configs = ("small", "default") + tuple(spec.get("extra_configs", {}))
+            wfut = {w: pool.submit(make_weights, model, w, ref, mdir) for w in which_configs}
             configs = {w: f.result() for w, f in wfut.items()}
             qid = 0
             jobs_by_case = []
-            for ci, (name, which, samples) in enumerate(CASES):
+            for ci, (name, which, samples) in enumerate(model_cases(model)):
                 metas, futs = [], []
                 for b, smp in enumerate(samples):
                     vid = f"vid_{name}" + (f"_s{b}" if len(samples) > 1 else "")
@@ -555,7 +579,7 @@ def generate_model(model, out_root, ref, ref_sha, jobs):
                       f"{f' ({redraws} re-draw(s))' if redraws else ''} [{seconds:.1f}s of reference runs]",
                       flush=True)
         manifest = {
-            "version": VERSION,
+            "version": model_version(model),
             "model": model,
             "generator": "tools/fixtures.py",
             "reference": f"reference/{spec['script']}",
@@ -610,7 +634,7 @@ def main(argv=None):
         ref_sha = sha256(ref)
         with Lock(out_root / f".{model}.lock"):
             if not args.force and up_to_date(out_root / model, ref_sha):
-                print(f"{model}: up to date (version {VERSION}), skipped", flush=True)
+                print(f"{model}: up to date (version {model_version(model)}), skipped", flush=True)
                 continue
             try:
                 generate_model(model, out_root, ref, ref_sha, max(1, args.jobs))

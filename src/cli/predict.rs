@@ -25,10 +25,12 @@ pub struct PredictArgs {
     #[arg(long)]
     weights: PathBuf,
     /// A video feature file (.npy, .npz or .safetensors), once per source in the official order
-    /// (TR-DETR on QVHighlights: SlowFast, then CLIP).
+    /// (TR-DETR on QVHighlights: SlowFast, then CLIP; VideoLights-B: SlowFast, CLIP, BLIP-2).
     #[arg(long, value_name = "FILE")]
     video: Vec<PathBuf>,
-    /// A text feature file, once per source (CLIP `last_hidden_state` tokens).
+    /// A text feature file, once per source in order (CLIP `last_hidden_state` tokens;
+    /// VideoLights-B: CLIP, then BLIP-2 text). Each source is normalised on its own, all are cut
+    /// to the shortest token count and concatenated along features.
     #[arg(long, value_name = "FILE")]
     query: Vec<PathBuf>,
     /// Annotated video duration in seconds (default: clips × clip length).
@@ -55,9 +57,9 @@ pub struct PredictArgs {
     /// Batch mode: a directory of `<vid>.npz` video features, once per source in order.
     #[arg(long, value_name = "DIR")]
     video_dir: Vec<PathBuf>,
-    /// Batch mode: the directory of `qid<qid>.npz` text features.
+    /// Batch mode: a directory of `qid<qid>.npz` text features, once per source in order.
     #[arg(long, value_name = "DIR")]
-    query_dir: Option<PathBuf>,
+    query_dir: Vec<PathBuf>,
     /// Output JSONL (batch mode; optional for one query, default stdout).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -175,7 +177,6 @@ fn run_batch(model: &Model, args: &PredictArgs, annotations: &Path) -> Result<()
             std::io::Error::new(std::io::ErrorKind::NotFound, "output directory does not exist"),
         ));
     }
-    let query_dir = args.query_dir.as_ref().expect("clap requires --query-dir");
     let lines: Vec<(usize, &str)> =
         text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
     let bar = ProgressBar::new(lines.len() as u64);
@@ -189,11 +190,12 @@ fn run_batch(model: &Model, args: &PredictArgs, annotations: &Path) -> Result<()
             let loaded = parse_annotation(annotations, number, line).and_then(|a| {
                 let files: Vec<PathBuf> = args.video_dir.iter().map(|d| d.join(format!("{}.npz", a.vid))).collect();
                 let sources = read_sources(&files, args.video_key.as_deref(), VIDEO_KEYS)?;
-                let qfile = query_dir.join(match &a.qid {
+                let qname = match &a.qid {
                     Qid::Int(i) => format!("qid{i}.npz"),
                     Qid::Str(s) => format!("qid{s}.npz"),
-                });
-                let query = read_query(model, &[qfile], args.query_key.as_deref())?;
+                };
+                let qfiles: Vec<PathBuf> = args.query_dir.iter().map(|d| d.join(&qname)).collect();
+                let query = read_query(model, &qfiles, args.query_key.as_deref())?;
                 if !args.truncate && clips_of(&sources) > model.io().max_clips {
                     // Longer than one window: predicted on its own, windowed.
                     let p = model.predict_long(&sources, &names(&files), &query, a.duration, &args.long_video())?;

@@ -13,6 +13,7 @@ mod config;
 pub mod long;
 pub mod postprocess;
 mod tr_detr;
+mod videolights;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -28,12 +29,14 @@ pub use postprocess::{PostProcess, Qid, Window};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModelKind {
     TrDetr,
+    VideoLights,
 }
 
 impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::TrDetr => "tr_detr",
+            ModelKind::VideoLights => "videolights",
         }
     }
 }
@@ -184,6 +187,7 @@ impl Model {
         let name = weights.config().get("model").and_then(|m| m.as_str()).unwrap_or("");
         let arch: Box<dyn Architecture> = match name {
             "tr_detr" => Box::new(tr_detr::TrDetr::new(weights)?),
+            "videolights" => Box::new(videolights::VideoLights::new(weights)?),
             "" => return Err(Error::Config {
                 path: weights.path.clone(),
                 reason:

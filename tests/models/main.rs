@@ -5,3 +5,4 @@
 
 mod common;
 mod tr_detr;
+mod videolights;
