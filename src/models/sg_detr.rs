@@ -171,10 +171,8 @@ fn same_value(a: &Value, b: &Value) -> bool {
 /// The flat option map of a weights file's config, either layout (§8), without `model`.
 pub(crate) fn flat_config(path: &std::path::Path, config: &Value) -> Result<Value> {
     let err = |reason: String| Error::Config { path: path.to_path_buf(), reason };
-    let Some(obj) = config.as_object() else {
-        return Config::new(path, config).map(|_| Value::Null);
-    };
-    let mut top = obj.clone();
+    Config::new(path, config)?; // a JSON object, or an error saying how to get one
+    let mut top = config.as_object().cloned().unwrap_or_default();
     // A full Hydra config nests the model group under `model`: lift it (top-level entries win).
     if let Some(Value::Object(model)) = top.get("model").cloned() {
         top.remove("model");
@@ -287,6 +285,55 @@ impl Default for SgPostProcess {
             move_window: MoveWindow::Center,
             ranking: Ranking::Combo,
         }
+    }
+}
+
+impl SgPostProcess {
+    /// `postprocessor.postprocessor.*` of a flat config.
+    fn from_config(c: &Config, flat: &Value, path: &std::path::Path) -> Result<SgPostProcess> {
+        let pp_key = |k: &str| format!("postprocessor.postprocessor.{k}");
+        c.require(
+            flat.get(&pp_key("nms_threshold")).is_none_or(Value::is_null),
+            &pp_key("nms_threshold"),
+            "NMS in the DETR post-processing is not supported (the released configurations use null)",
+        )?;
+        let pp = SgPostProcess {
+            clip_length: c.f32(&pp_key("clip_length"), 2.0)?,
+            min_ts: c.f32(&pp_key("min_ts_val"), 0.0)?,
+            max_ts: c.f32(&pp_key("max_ts_val"), 150.0)?,
+            min_w: c.f32(&pp_key("min_w_l"), 2.0)? as f64,
+            max_w: c.f32(&pp_key("max_w_l"), 150.0)? as f64,
+            move_window: match c.str(&pp_key("move_window_method"), "center")? {
+                "center" => MoveWindow::Center,
+                "left" => MoveWindow::Left,
+                "right" => MoveWindow::Right,
+                other => {
+                    return Err(Error::Config {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "`{}` = \"{other}\"; expected center, left or right",
+                            pp_key("move_window_method")
+                        ),
+                    })
+                }
+            },
+            ranking: match c.str(&pp_key("ranking_attribute"), "combo")? {
+                "probs" => Ranking::Probs,
+                "iou_score" => Ranking::IouScore,
+                "combo" => Ranking::Combo,
+                other => {
+                    return Err(Error::Config {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "`{}` = \"{other}\"; expected probs, iou_score or combo",
+                            pp_key("ranking_attribute")
+                        ),
+                    })
+                }
+            },
+        };
+        c.require(pp.clip_length > 0.0, &pp_key("clip_length"), "must be positive")?;
+        Ok(pp)
     }
 }
 
@@ -461,48 +508,7 @@ impl SgDetr {
             normalize_query: c.bool("data.dataset.normalize_query", true)?,
         };
 
-        let pp_key = |k: &str| format!("postprocessor.postprocessor.{k}");
-        c.require(
-            flat.get(&pp_key("nms_threshold")).is_none_or(Value::is_null),
-            &pp_key("nms_threshold"),
-            "NMS in the DETR post-processing is not supported (the released configurations use null)",
-        )?;
-        let pp = SgPostProcess {
-            clip_length: c.f32(&pp_key("clip_length"), 2.0)?,
-            min_ts: c.f32(&pp_key("min_ts_val"), 0.0)?,
-            max_ts: c.f32(&pp_key("max_ts_val"), 150.0)?,
-            min_w: c.f32(&pp_key("min_w_l"), 2.0)? as f64,
-            max_w: c.f32(&pp_key("max_w_l"), 150.0)? as f64,
-            move_window: match c.str(&pp_key("move_window_method"), "center")? {
-                "center" => MoveWindow::Center,
-                "left" => MoveWindow::Left,
-                "right" => MoveWindow::Right,
-                other => {
-                    return Err(Error::Config {
-                        path: path.to_path_buf(),
-                        reason: format!(
-                            "`{}` = \"{other}\"; expected center, left or right",
-                            pp_key("move_window_method")
-                        ),
-                    })
-                }
-            },
-            ranking: match c.str(&pp_key("ranking_attribute"), "combo")? {
-                "probs" => Ranking::Probs,
-                "iou_score" => Ranking::IouScore,
-                "combo" => Ranking::Combo,
-                other => {
-                    return Err(Error::Config {
-                        path: path.to_path_buf(),
-                        reason: format!(
-                            "`{}` = \"{other}\"; expected probs, iou_score or combo",
-                            pp_key("ranking_attribute")
-                        ),
-                    })
-                }
-            },
-        };
-        c.require(pp.clip_length > 0.0, &pp_key("clip_length"), "must be positive")?;
+        let pp = SgPostProcess::from_config(&c, &flat, path)?;
 
         let expected = expected_keys(&cfg, video_width, query_width);
         weights.check(&expected)?;
@@ -762,7 +768,6 @@ impl SgDetr {
     /// key position is `key_pos_proj(query_pos_proj(qpos))`, the anchors are refined by the
     /// decoder's own span MLP on the un-normalised output, and an IoU head scores the refined
     /// anchor. Returns (hs of the last layer, the anchor that entered it, its IoU logits).
-    #[allow(clippy::too_many_arguments)]
     fn decoder(
         &self,
         g: &mut Graph,
@@ -870,6 +875,14 @@ impl Architecture for SgDetr {
     /// (`x / (‖x‖ + 1e-5)`), TEF from the real length, zero clips up to a multiple of 4.
     fn video_from_sources(&self, sources: &[Array], names: &[String]) -> Result<VideoInput> {
         let io = &self.io;
+        if sources.len() > 1 {
+            // The loader normalises one feature vector per clip; split sources would each be
+            // normalised on their own.
+            return Err(Error::Input {
+                name: "video".into(),
+                reason: format!("SG-DETR reads one video feature file per video, got {}", sources.len()),
+            });
+        }
         let parts = check_sources(sources, names, io.video_feature_width, "video")?;
         let clips = parts.iter().map(|(rows, _, _)| *rows).min().unwrap_or(0).min(self.max_raw_clips);
         let padded = clips.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;

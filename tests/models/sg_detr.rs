@@ -239,6 +239,10 @@ fn bad_inputs_are_errors_naming_the_problem() {
     let raw = Array { shape: vec![4, 3], data: vec![0.5; 12] };
     let msg = model.video_from_sources(&[raw], &["clip.npy".into()]).unwrap_err().to_string();
     assert!(msg.contains("clip.npy") && msg.contains("sum to 3"), "{msg}");
+
+    let half = Array { shape: vec![4, 16], data: vec![0.5; 64] };
+    let msg = model.video_from_sources(&[half.clone(), half], &["a.npy".into(), "b.npy".into()]).unwrap_err();
+    assert!(msg.to_string().contains("one video feature file"), "{msg}");
 }
 
 /// Rewrites a weights file with another config (and optionally without some tensors).
