@@ -1,6 +1,6 @@
 //! Weights: a safetensors file whose tensor names are the official PyTorch state_dict keys and
-//! whose metadata holds the model config as a JSON string under `config`. F32, F16 and BF16
-//! tensors load (converted to f32 once, at load); every problem names the file and the key.
+//! whose metadata holds the model config as a JSON string under `config`. F32, F16, BF16 and
+//! F64 tensors load (converted to f32 once, at load); every problem names the file and the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,11 @@ impl Weights {
                 Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
                 Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
                 Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                // Buffers some checkpoints keep in double precision (SG-DETR's ATSS anchors).
+                Dtype::F64 => raw
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                    .collect(),
                 other => return Err(Error::UnsupportedDtype { path: path.clone(), key, dtype: format!("{other:?}") }),
             };
             tensors.insert(key, Tensor::new(view.shape().to_vec(), data));

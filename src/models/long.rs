@@ -3,14 +3,14 @@
 //! (its own temporal endpoint features), all windows go through one batched forward with the
 //! query, and the results are merged:
 //!
-//! - moments: every window's candidates, mapped to absolute seconds, are reduced by greedy span
+//! - moments: every window's moments, mapped to absolute seconds, are reduced by greedy span
 //!   NMS (the GPU `nms` kernel on the model's device; Moment-DETR's hull IoU), then the top `k`
 //!   by score are kept, clamped to the video and snapped to the clip grid;
 //! - saliency: each clip's score is the mean over the windows that contain it.
 //!
 //! An input that fits one window gives exactly the plain [`Model::predict`] result.
 
-use super::postprocess::{foreground_probs, round4, Window};
+use super::postprocess::{round4, Window};
 use super::{Model, Prediction, QueryInput, RawOutputs};
 use crate::error::{Error, Result};
 use crate::graph::{ConstCache, Executable, Graph};
@@ -96,16 +96,17 @@ impl Model {
         let clip = io.clip_length;
         let total_s = duration.unwrap_or(total as f32 * clip);
         let window_s = window as f32 * clip;
-        // Candidates in absolute seconds, from the raw spans (the per-window post-processing
-        // clamps and rounds, which would blur the merge).
+        // Candidates in absolute seconds: every window's post-processed moments (the model's own
+        // scoring), clipped to their window and shifted by its start.
         let (mut spans, mut scores, mut logits) = (Vec::new(), Vec::new(), Vec::new());
         for (p, &s) in per_window.iter().zip(&starts) {
             let offset = s as f32 * clip;
-            for (sp, prob) in p.raw.spans.chunks_exact(2).zip(foreground_probs(&p.raw.logits)) {
-                let start = ((sp[0] - 0.5 * sp[1]) * window_s).clamp(0.0, window_s) + offset;
-                let end = ((sp[0] + 0.5 * sp[1]) * window_s).clamp(0.0, window_s) + offset;
-                spans.extend([start, end]);
-                scores.push(prob);
+            for w in &p.windows {
+                spans.extend([
+                    (w.start as f32).clamp(0.0, window_s) + offset,
+                    (w.end as f32).clamp(0.0, window_s) + offset,
+                ]);
+                scores.push(w.score as f32);
             }
             logits.extend_from_slice(&p.raw.logits);
         }
@@ -138,11 +139,15 @@ impl Model {
             }
         }
         let saliency: Vec<f32> = sum.iter().zip(&count).map(|(s, &c)| s / c as f32).collect();
-        // Raw outputs of a merged prediction: every window's logits, and the candidate spans
-        // as normalised (center, width) over the whole video.
+        // Raw outputs of a merged prediction: every window's logits, and the candidates as
+        // normalised (center, width) over the whole video.
         let raw_spans =
             spans.chunks_exact(2).flat_map(|s| [(s[0] + s[1]) / 2.0 / total_s, (s[1] - s[0]) / total_s]).collect();
-        Ok(Prediction { windows, saliency: saliency.clone(), raw: RawOutputs { logits, spans: raw_spans, saliency } })
+        Ok(Prediction {
+            windows,
+            saliency: saliency.clone(),
+            raw: RawOutputs { logits, spans: raw_spans, saliency, quality: None, proposals: None },
+        })
     }
 
     /// Greedy span NMS of start–end `spans` by `scores` on the model's device; 1 = kept.

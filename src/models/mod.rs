@@ -6,15 +6,19 @@
 //! Every architecture is a graph builder over the kernel library with the same graph contract:
 //! inputs `video (B, L, Dv)`, `video_mask (B, L)`, `query (B, N, Dt)`, `query_mask (B, N)`;
 //! outputs `pred_logits (B, Q, 2)`, `pred_spans (B, Q, 2)` (normalised center, width) and
-//! `saliency (B, L)`. Masks make every sample of a padded batch give its B = 1 result.
+//! `saliency (B, L)` (SG-DETR: `pred_logits (B, Q, 1)` sigmoid logits, plus
+//! `pred_quality_scores (B, Q, 1)` and `topk_index (B, Q)`). Masks make every sample of a padded
+//! batch give its B = 1 result.
 
 mod blocks;
 mod config;
 pub mod long;
 pub mod postprocess;
+mod sg_detr;
 mod tr_detr;
 mod videolights;
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -30,6 +34,7 @@ pub use postprocess::{PostProcess, Qid, Window};
 pub enum ModelKind {
     TrDetr,
     VideoLights,
+    SgDetr,
 }
 
 impl ModelKind {
@@ -37,6 +42,7 @@ impl ModelKind {
         match self {
             ModelKind::TrDetr => "tr_detr",
             ModelKind::VideoLights => "videolights",
+            ModelKind::SgDetr => "sg_detr",
         }
     }
 }
@@ -86,12 +92,18 @@ pub struct QueryInput {
 /// The official raw outputs of one sample.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawOutputs {
-    /// (Q, 2): index 0 = foreground.
+    /// (Q, 2): index 0 = foreground (SG-DETR: (Q, 1) sigmoid logits).
     pub logits: Vec<f32>,
     /// (Q, 2): normalised (center, width).
     pub spans: Vec<f32>,
     /// (L,) over the valid clips.
     pub saliency: Vec<f32>,
+    /// (Q,) IoU (quality) logits of the predicted spans, where the model has an IoU head
+    /// (SG-DETR's `pred_quality_scores`).
+    pub quality: Option<Vec<f32>>,
+    /// (Q,) the proposal tokens a two-stage query selector picked, best first, numbered as in a
+    /// B = 1 run of the sample (SG-DETR's `topk_index`).
+    pub proposals: Option<Vec<usize>>,
 }
 
 /// What a query finds in a video.
@@ -128,6 +140,12 @@ pub(crate) trait Architecture: Send + Sync {
         detr_query_from_sources(self.io(), sources, names)
     }
 
+    /// Model-specific checks and adjustments of model-ready video `index` of a batch before the
+    /// forward (e.g. SG-DETR's loader padding); the prediction then sees the returned video.
+    fn prepare_video<'a>(&self, _index: usize, video: &'a VideoInput) -> Result<Cow<'a, VideoInput>> {
+        Ok(Cow::Borrowed(video))
+    }
+
     /// The prediction of sample `b` of a forward's outputs (padded to `clips`), for `video`.
     fn prediction(&self, outputs: &Outputs, b: usize, clips: usize, video: &VideoInput) -> Prediction {
         detr_prediction(outputs, b, clips, video, self.io(), &PostProcess::default())
@@ -151,6 +169,8 @@ pub(crate) fn detr_prediction(
         logits: logits[b * q2..(b + 1) * q2].to_vec(),
         spans: spans[b * q2..(b + 1) * q2].to_vec(),
         saliency: saliency[b * clips..b * clips + video.clips].to_vec(),
+        quality: None,
+        proposals: None,
     };
     let duration = video.duration.unwrap_or(video.clips as f32 * io.clip_length);
     let windows = postprocess::windows(&raw.logits, &raw.spans, duration, pp);
@@ -184,10 +204,16 @@ impl Model {
     }
 
     pub fn from_weights(weights: &Weights, device: &Device) -> Result<Model> {
-        let name = weights.config().get("model").and_then(|m| m.as_str()).unwrap_or("");
+        let name = match weights.config().get("model") {
+            // A full Hydra config of SG-DETR nests its model group (with the `mrdetr` arguments)
+            // under `model` (sg-detr.md §8).
+            Some(serde_json::Value::Object(group)) if group.contains_key("mrdetr") => "sg_detr",
+            m => m.and_then(|m| m.as_str()).unwrap_or(""),
+        };
         let arch: Box<dyn Architecture> = match name {
             "tr_detr" => Box::new(tr_detr::TrDetr::new(weights)?),
             "videolights" => Box::new(videolights::VideoLights::new(weights)?),
+            "sg_detr" => Box::new(sg_detr::SgDetr::new(weights)?),
             "" => return Err(Error::Config {
                 path: weights.path.clone(),
                 reason:
@@ -257,18 +283,20 @@ impl Model {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        let mut videos: Vec<Cow<VideoInput>> = Vec::with_capacity(items.len());
         for (i, (v, q)) in items.iter().enumerate() {
             check_input("video", i, v.clips, v.width, io.video_width, io.max_clips, &v.data)?;
             check_input("query", i, q.tokens, q.width, io.query_width, io.max_tokens, &q.data)?;
+            videos.push(self.arch.prepare_video(i, v)?);
         }
         let batch = items.len();
-        let clips = items.iter().map(|(v, _)| v.clips).max().unwrap();
+        let clips = videos.iter().map(|v| v.clips).max().unwrap();
         let tokens = items.iter().map(|(_, q)| q.tokens).max().unwrap();
         let mut video = vec![0.0f32; batch * clips * io.video_width];
         let mut video_mask = vec![0.0f32; batch * clips];
         let mut query = vec![0.0f32; batch * tokens * io.query_width];
         let mut query_mask = vec![0.0f32; batch * tokens];
-        for (b, (v, q)) in items.iter().enumerate() {
+        for (b, (v, (_, q))) in videos.iter().zip(items).enumerate() {
             video[b * clips * io.video_width..][..v.data.len()].copy_from_slice(&v.data);
             video_mask[b * clips..][..v.clips].fill(1.0);
             query[b * tokens * io.query_width..][..q.data.len()].copy_from_slice(&q.data);
@@ -278,7 +306,7 @@ impl Model {
             (batch, clips, tokens),
             &[("video", &video), ("video_mask", &video_mask), ("query", &query), ("query_mask", &query_mask)],
         )?;
-        Ok(items.iter().enumerate().map(|(b, (v, _))| self.arch.prediction(&outputs, b, clips, v)).collect())
+        Ok(videos.iter().enumerate().map(|(b, v)| self.arch.prediction(&outputs, b, clips, v)).collect())
     }
 
     fn run(&self, shape: (usize, usize, usize), inputs: &[(&str, &[f32])]) -> Result<crate::graph::Outputs> {

@@ -20,6 +20,7 @@ pub mod matmul;
 pub mod moment_rows;
 pub mod norm;
 pub mod position;
+pub mod proposals;
 pub mod reduce;
 pub mod softmax;
 pub mod span;

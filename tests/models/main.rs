@@ -4,5 +4,6 @@
 //! the preprocessing of raw feature sources, and bad inputs.
 
 mod common;
+mod sg_detr;
 mod tr_detr;
 mod videolights;

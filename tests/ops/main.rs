@@ -14,6 +14,7 @@ mod matmul;
 mod moment_rows;
 mod norm;
 mod position;
+mod proposals;
 mod reduce;
 mod softmax;
 mod span;

@@ -99,6 +99,23 @@ fn unsupported_dtype_names_the_tensor() {
 }
 
 #[test]
+fn f64_tensors_load_as_f32() {
+    let values = [-1.25f64, 0.1, 3.0];
+    let bytes = file(
+        &[(
+            "aux_det_head.anchor_generator.cell_anchors.0",
+            Dtype::F64,
+            vec![1, 3],
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )],
+        None,
+    );
+    let w = Weights::from_bytes("f64.safetensors", &bytes).unwrap();
+    let t = w.get("aux_det_head.anchor_generator.cell_anchors.0", &[1, 3]).unwrap();
+    assert_eq!(&t.data[..], &[-1.25f32, 0.1, 3.0]);
+}
+
+#[test]
 fn bad_config_json_is_a_config_error() {
     let bytes = file(&[("x", Dtype::F32, vec![1], f32_bytes(&[1.0]))], Some("{not json"));
     let err = Weights::from_bytes("cfg.safetensors", &bytes).unwrap_err();
