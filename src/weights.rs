@@ -1,6 +1,8 @@
 //! Weights: a safetensors file whose tensor names are the official PyTorch state_dict keys and
 //! whose metadata holds the model config as a JSON string under `config`. F32, F16 and BF16
-//! tensors load (converted to f32 once, at load); every problem names the file and the key.
+//! tensors load (converted to f32 once, at load), and so do integer tensors (I64, I32: counters and
+//! pointers such as BatchNorm's `num_batches_tracked`; exact up to 2^24); every problem names the
+//! file and the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +65,8 @@ impl Weights {
                 Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
                 Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
                 Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
                 other => return Err(Error::UnsupportedDtype { path: path.clone(), key, dtype: format!("{other:?}") }),
             };
             tensors.insert(key, Tensor::new(view.shape().to_vec(), data));
@@ -122,6 +126,13 @@ impl Weights {
             self.get(key, shape)?;
         }
         Ok(())
+    }
+
+    /// The same file restricted to the tensors whose key passes `keep` (the tensor data is shared,
+    /// not copied): a model keeps only what it uses, so dropped tensors are freed with the file.
+    pub fn filtered(&self, keep: impl Fn(&str) -> bool) -> Weights {
+        let tensors = self.tensors.iter().filter(|(k, _)| keep(k)).map(|(k, t)| (k.clone(), t.clone())).collect();
+        Weights { path: self.path.clone(), tensors, config: self.config.clone() }
     }
 
     /// Keys of the file outside `used` (for models that refuse or report unexpected tensors).
