@@ -10,6 +10,7 @@
 
 mod blocks;
 mod config;
+mod ld_detr;
 pub mod postprocess;
 mod tr_detr;
 
@@ -27,12 +28,14 @@ pub use postprocess::{PostProcess, Qid, Window};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModelKind {
     TrDetr,
+    LdDetr,
 }
 
 impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::TrDetr => "tr_detr",
+            ModelKind::LdDetr => "ld_detr",
         }
     }
 }
@@ -183,6 +186,7 @@ impl Model {
         let name = weights.config().get("model").and_then(|m| m.as_str()).unwrap_or("");
         let arch: Box<dyn Architecture> = match name {
             "tr_detr" => Box::new(tr_detr::TrDetr::new(weights)?),
+            "ld_detr" => Box::new(ld_detr::LdDetr::new(weights)?),
             "" => return Err(Error::Config {
                 path: weights.path.clone(),
                 reason:

@@ -4,4 +4,5 @@
 //! the preprocessing of raw feature sources, and bad inputs.
 
 mod common;
+mod ld_detr;
 mod tr_detr;
