@@ -17,7 +17,7 @@ pub enum Error {
     #[error("{path}: not a readable safetensors file: {reason}")]
     BadWeightsFile { path: PathBuf, reason: String },
 
-    #[error("{path}: tensor `{key}` has dtype {dtype}; only F32, F16, BF16 and F64 are supported")]
+    #[error("{path}: tensor `{key}` has dtype {dtype}; only F32, F16, BF16, F64, I64 and I32 are supported")]
     UnsupportedDtype { path: PathBuf, key: String, dtype: String },
 
     #[error("{path}: missing tensor `{key}`{hint}")]

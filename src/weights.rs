@@ -1,6 +1,8 @@
 //! Weights: a safetensors file whose tensor names are the official PyTorch state_dict keys and
 //! whose metadata holds the model config as a JSON string under `config`. F32, F16, BF16 and
-//! F64 tensors load (converted to f32 once, at load); every problem names the file and the key.
+//! F64 tensors load (converted to f32 once, at load), and so do integer tensors (I64, I32:
+//! counters and pointers such as BatchNorm's `num_batches_tracked`; exact up to 2^24); every
+//! problem names the file and the key.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,6 +70,8 @@ impl Weights {
                     .chunks_exact(8)
                     .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
                     .collect(),
+                Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+                Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
                 other => return Err(Error::UnsupportedDtype { path: path.clone(), key, dtype: format!("{other:?}") }),
             };
             tensors.insert(key, Tensor::new(view.shape().to_vec(), data));
@@ -127,6 +131,13 @@ impl Weights {
             self.get(key, shape)?;
         }
         Ok(())
+    }
+
+    /// The same file restricted to the tensors whose key passes `keep` (the tensor data is shared,
+    /// not copied): a model keeps only what it uses, so dropped tensors are freed with the file.
+    pub fn filtered(&self, keep: impl Fn(&str) -> bool) -> Weights {
+        let tensors = self.tensors.iter().filter(|(k, _)| keep(k)).map(|(k, t)| (k.clone(), t.clone())).collect();
+        Weights { path: self.path.clone(), tensors, config: self.config.clone() }
     }
 
     /// Keys of the file outside `used` (for models that refuse or report unexpected tensors).

@@ -12,6 +12,7 @@
 
 mod blocks;
 mod config;
+mod ld_detr;
 pub mod long;
 pub mod postprocess;
 mod sg_detr;
@@ -35,6 +36,7 @@ pub enum ModelKind {
     TrDetr,
     VideoLights,
     SgDetr,
+    LdDetr,
 }
 
 impl ModelKind {
@@ -43,6 +45,7 @@ impl ModelKind {
             ModelKind::TrDetr => "tr_detr",
             ModelKind::VideoLights => "videolights",
             ModelKind::SgDetr => "sg_detr",
+            ModelKind::LdDetr => "ld_detr",
         }
     }
 }
@@ -214,6 +217,7 @@ impl Model {
             "tr_detr" => Box::new(tr_detr::TrDetr::new(weights)?),
             "videolights" => Box::new(videolights::VideoLights::new(weights)?),
             "sg_detr" => Box::new(sg_detr::SgDetr::new(weights)?),
+            "ld_detr" => Box::new(ld_detr::LdDetr::new(weights)?),
             "" => return Err(Error::Config {
                 path: weights.path.clone(),
                 reason:

@@ -16,6 +16,7 @@ pub mod elementwise;
 pub mod gated_attention;
 pub mod gru;
 pub mod layout;
+pub mod masked_conv1d;
 pub mod matmul;
 pub mod moment_rows;
 pub mod norm;

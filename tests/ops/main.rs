@@ -10,6 +10,7 @@ mod executor;
 mod gated_attention;
 mod gru;
 mod layout;
+mod masked_conv1d;
 mod matmul;
 mod moment_rows;
 mod norm;

@@ -91,11 +91,29 @@ fn garbage_header_and_lfs_pointer_are_typed_errors() {
 
 #[test]
 fn unsupported_dtype_names_the_tensor() {
-    let bytes = file(&[("span_embed.layers.0.weight", Dtype::I64, vec![1], 7i64.to_le_bytes().to_vec())], None);
-    let err = Weights::from_bytes("ints.safetensors", &bytes).unwrap_err();
+    let bytes = file(&[("span_embed.layers.0.weight", Dtype::BOOL, vec![2], vec![1, 0])], None);
+    let err = Weights::from_bytes("bools.safetensors", &bytes).unwrap_err();
     assert!(matches!(err, Error::UnsupportedDtype { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("span_embed.layers.0.weight") && msg.contains("I64"), "{msg}");
+    assert!(msg.contains("span_embed.layers.0.weight") && msg.contains("BOOL"), "{msg}");
+}
+
+/// Integer tensors of PyTorch state_dicts (BatchNorm's `num_batches_tracked`, LD-DETR's
+/// `queue_ptr`) load as f32 counters instead of failing the whole file.
+#[test]
+fn integer_counters_load_as_f32() {
+    let bytes = file(
+        &[
+            ("bn.num_batches_tracked", Dtype::I64, vec![], 1234i64.to_le_bytes().to_vec()),
+            ("ptr", Dtype::I32, vec![2], [-3i32, 7].iter().flat_map(|x| x.to_le_bytes()).collect()),
+        ],
+        None,
+    );
+    let w = Weights::from_bytes("ints.safetensors", &bytes).unwrap();
+    assert_eq!(w.get("bn.num_batches_tracked", &[]).unwrap().data[..], [1234.0]);
+    assert_eq!(w.get("ptr", &[2]).unwrap().data[..], [-3.0, 7.0]);
+    let kept = w.filtered(|k| k == "ptr");
+    assert!(kept.contains("ptr") && !kept.contains("bn.num_batches_tracked"));
 }
 
 #[test]
