@@ -10,7 +10,7 @@ use moment_gpu::models::{Model, QueryInput, VideoInput};
 use moment_gpu::testing::Rng;
 use moment_gpu::{Device, DeviceKind};
 
-const MODELS: &[&str] = &["tr_detr"];
+const MODELS: &[&str] = &["tr_detr", "ld_detr", "videolights", "sg_detr"];
 const L: usize = 75;
 const N: usize = 32;
 
