@@ -52,6 +52,9 @@ pub enum Error {
 
     #[error("input `{name}`: {reason}")]
     Input { name: String, reason: String },
+
+    #[error("{path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
 }
 
 impl Error {

@@ -1,6 +1,7 @@
 //! moment-gpu: video moment retrieval and highlight detection on any GPU through wgpu and
 //! hand-written WGSL kernels, with a CPU backend built from the kernels' CPU twins.
 
+pub mod convert;
 pub mod device;
 pub mod error;
 pub mod graph;

@@ -49,6 +49,8 @@ enum Command {
     Predict(cli::predict::PredictArgs),
     /// Time warm forwards of a model at a given shape (random inputs).
     Bench(cli::bench::BenchArgs),
+    /// Convert an official PyTorch checkpoint to a weights file (safetensors + config), no Python.
+    Convert(cli::convert::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Info => cli::info::run(cli.device.device, cli.device.adapter.as_deref()),
         Command::Predict(args) => cli::predict::run(&cli.device, args),
         Command::Bench(args) => cli::bench::run(&cli.device, args),
+        Command::Convert(args) => cli::convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
