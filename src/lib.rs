@@ -8,6 +8,7 @@ pub mod graph;
 pub mod io;
 pub mod models;
 pub mod ops;
+pub mod plot;
 pub mod testing;
 pub mod weights;
 

@@ -14,13 +14,13 @@ use moment_gpu::{Device, DeviceKind};
     name = "moment",
     version,
     about = "Video moment retrieval and highlight detection (TR-DETR) on any GPU through wgpu, or on the CPU",
-    after_help = "Start with `moment info` to see the adapters, or `moment predict --help`."
+    after_help = "With no subcommand, runs the demo (`moment demo`). Then `moment info` lists the adapters, `moment predict --help` explains prediction."
 )]
 struct Cli {
     #[command(flatten)]
     device: DeviceArgs,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Args, Clone)]
@@ -51,15 +51,19 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Convert an official PyTorch checkpoint to a weights file (safetensors + config), no Python.
     Convert(cli::convert::ConvertArgs),
+    /// Run the bundled demo model (trained on synthetic data) on the bundled example; the default.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Info => cli::info::run(cli.device.device, cli.device.adapter.as_deref()),
-        Command::Predict(args) => cli::predict::run(&cli.device, args),
-        Command::Bench(args) => cli::bench::run(&cli.device, args),
-        Command::Convert(args) => cli::convert::run(args),
+        None => cli::demo::run(&cli.device, &cli::demo::DemoArgs::default()),
+        Some(Command::Info) => cli::info::run(cli.device.device, cli.device.adapter.as_deref()),
+        Some(Command::Predict(args)) => cli::predict::run(&cli.device, args),
+        Some(Command::Bench(args)) => cli::bench::run(&cli.device, args),
+        Some(Command::Demo(args)) => cli::demo::run(&cli.device, args),
+        Some(Command::Convert(args)) => cli::convert::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,5 +2,6 @@
 
 pub mod bench;
 pub mod convert;
+pub mod demo;
 pub mod info;
 pub mod predict;
