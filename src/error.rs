@@ -52,6 +52,9 @@ pub enum Error {
 
     #[error("input `{name}`: {reason}")]
     Input { name: String, reason: String },
+
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
 }
 
 impl Error {

@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod graph;
 pub mod io;
 pub mod models;

@@ -49,6 +49,8 @@ enum Command {
     Predict(cli::predict::PredictArgs),
     /// Time warm forwards of a model at a given shape (random inputs).
     Bench(cli::bench::BenchArgs),
+    /// Score a predictions JSONL against QVHighlights annotations (R1, mAP, HD mAP, HIT@1).
+    Eval(cli::eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Info => cli::info::run(cli.device.device, cli.device.adapter.as_deref()),
         Command::Predict(args) => cli::predict::run(&cli.device, args),
         Command::Bench(args) => cli::bench::run(&cli.device, args),
+        Command::Eval(args) => cli::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
