@@ -55,6 +55,9 @@ pub enum Error {
 
     #[error("{path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
 }
 
 impl Error {

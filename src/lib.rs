@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod graph;
 pub mod io;
 pub mod models;

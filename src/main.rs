@@ -53,6 +53,8 @@ enum Command {
     Convert(cli::convert::ConvertArgs),
     /// Run the bundled demo model (trained on synthetic data) on the bundled example; the default.
     Demo(cli::demo::DemoArgs),
+    /// Score a predictions JSONL against QVHighlights annotations (R1, mAP, HD mAP, HIT@1).
+    Eval(cli::eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => cli::bench::run(&cli.device, args),
         Some(Command::Demo(args)) => cli::demo::run(&cli.device, args),
         Some(Command::Convert(args)) => cli::convert::run(args),
+        Some(Command::Eval(args)) => cli::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
