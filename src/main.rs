@@ -53,6 +53,8 @@ enum Command {
     Convert(cli::convert::ConvertArgs),
     /// Run the bundled demo model (trained on synthetic data) on the bundled example; the default.
     Demo(cli::demo::DemoArgs),
+    /// Draw the saliency curve with the predicted (and ground-truth) moments as SVG, per query.
+    Plot(cli::plot::PlotArgs),
     /// Score a predictions JSONL against QVHighlights annotations (R1, mAP, HD mAP, HIT@1).
     Eval(cli::eval::EvalArgs),
 }
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => cli::demo::run(&cli.device, args),
         Some(Command::Convert(args)) => cli::convert::run(args),
         Some(Command::Eval(args)) => cli::eval::run(args),
+        Some(Command::Plot(args)) => cli::plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

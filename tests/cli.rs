@@ -221,3 +221,32 @@ fn bad_inputs_fail_with_a_message_and_no_output() {
     assert!(text(&o).contains("/nonexistent/dir/preds.jsonl"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `moment plot` draws one SVG per query, with the ground truth when given.
+#[test]
+fn plot_writes_one_svg_per_query() {
+    let dir = temp_dir("plot");
+    let preds = dir.join("preds.jsonl");
+    std::fs::write(
+        &preds,
+        "{\"qid\": 7, \"query\": \"a dog runs\", \"vid\": \"v1\", \"pred_relevant_windows\": [[2.0, 6.0, 0.9], [0.0, 4.0, 0.4]], \"pred_saliency_scores\": [0.1, 0.8, 0.9, -0.2]}\n\
+         {\"qid\": 8, \"query\": \"a cat\", \"vid\": \"v2\", \"pred_relevant_windows\": [[0.0, 2.0, 0.5]], \"pred_saliency_scores\": [0.3, 0.2]}\n",
+    )
+    .unwrap();
+    let gt = dir.join("gt.jsonl");
+    std::fs::write(&gt, "{\"qid\": 7, \"query\": \"a dog runs\", \"vid\": \"v1\", \"duration\": 8, \"relevant_windows\": [[2, 6]], \"relevant_clip_ids\": [1, 2], \"saliency_scores\": [[4, 3, 4], [2, 2, 2]]}\n").unwrap();
+    let one = dir.join("q7.svg");
+    let s = |p: &Path| p.display().to_string();
+    let o = moment(&["plot", "--prediction", &s(&preds), "--gt", &s(&gt), "--qid", "7", "--out", &s(&one)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let svg = std::fs::read_to_string(&one).unwrap();
+    assert!(svg.starts_with("<svg") || svg.contains("<svg"), "not an SVG");
+    assert!(svg.contains("qid 7") && svg.contains("a dog runs"), "title missing");
+    let all = dir.join("all");
+    let o = moment(&["plot", "--prediction", &s(&preds), "--out", &s(&all)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(all.join("7.svg").exists() && all.join("8.svg").exists());
+    let o = moment(&["plot", "--prediction", &s(&preds), "--qid", "99", "--out", &s(&one)]);
+    assert!(!o.status.success() && text(&o).contains("no prediction with qid 99"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,4 +5,5 @@ pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod info;
+pub mod plot;
 pub mod predict;
