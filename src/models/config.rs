@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::weights::Weights;
 
 pub(crate) struct Config<'a> {
     path: PathBuf,
@@ -78,4 +79,52 @@ impl<'a> Config<'a> {
             Err(self.error(format!("`{key}`: {why}")))
         }
     }
+
+    /// The options the official Moment-DETR-family code only implements one way.
+    pub fn require_official_detr_options(&self) -> Result<()> {
+        self.require(
+            self.str("position_embedding", "sine")? == "sine",
+            "position_embedding",
+            "only `sine` exists in the official code",
+        )?;
+        self.require(
+            !self.bool("use_txt_pos", false)?,
+            "use_txt_pos",
+            "text position embeddings are not used by the official models",
+        )?;
+        self.require(
+            self.str("span_loss_type", "l1")? == "l1",
+            "span_loss_type",
+            "only `l1` (center, width) spans are supported",
+        )
+    }
+
+    /// Video input widths from `ctx_mode`, `v_feat_dim` and `a_feat_dim`. An official opt.json
+    /// counts `v_feat_dim` without the 2 TEF dims, the options pickled in a checkpoint with them:
+    /// the width of `first_key` (the first layer's input) in the weights decides
+    /// (specs/README.md).
+    pub fn video_widths(&self, weights: &Weights, first_key: &str) -> Result<VideoWidths> {
+        let ctx_mode = self.str("ctx_mode", "video_tef")?;
+        let tef = ctx_mode.contains("tef");
+        let mut feature_width = if ctx_mode.contains("video") { self.usize("v_feat_dim", 2816)? } else { 0 };
+        let audio = self.opt_usize("a_feat_dim")?.unwrap_or(0);
+        let first = weights.get_any(first_key)?;
+        let width_with = |v: usize| v + if tef { 2 } else { 0 } + audio;
+        if tef && feature_width >= 2 && first.shape == [width_with(feature_width) - 2] {
+            feature_width -= 2;
+        }
+        Ok(VideoWidths { tef, feature_width, audio, video_width: width_with(feature_width) })
+    }
+}
+
+/// What [`Config::video_widths`] decides.
+pub(crate) struct VideoWidths {
+    /// The 2 temporal endpoint features are appended to every clip.
+    pub tef: bool,
+    /// Summed width of the video feature sources, without TEF.
+    pub feature_width: usize,
+    /// Width of the audio features (0: none).
+    pub audio: usize,
+    /// Width of one model-ready clip row.
+    pub video_width: usize,
 }

@@ -24,7 +24,7 @@ use super::blocks::{
     cross_attention, dab_decoder, dense, dense_residual, encoder_layer, gru_highlight_head, mlp, norm, prelu, Decoded,
     DecoderSpec, Params,
 };
-use super::config::Config;
+use super::config::{Config, VideoWidths};
 use super::postprocess::{foreground_probs, round4, Window};
 use super::{Architecture, ModelIo, ModelKind, Prediction, RawOutputs, VideoInput};
 use crate::error::{Error, Result};
@@ -122,34 +122,10 @@ impl LdDetr {
             "num_decoder_loops",
             "must be at least 1 with paper_loop_decoder",
         )?;
-        c.require(
-            c.str("position_embedding", "sine")? == "sine",
-            "position_embedding",
-            "only `sine` exists in the official code",
-        )?;
-        c.require(
-            !c.bool("use_txt_pos", false)?,
-            "use_txt_pos",
-            "text position embeddings are not used by the official models",
-        )?;
-        c.require(
-            c.str("span_loss_type", "l1")? == "l1",
-            "span_loss_type",
-            "only `l1` (center, width) spans are supported",
-        )?;
+        c.require_official_detr_options()?;
 
-        let ctx_mode = c.str("ctx_mode", "video_tef")?;
-        let tef = ctx_mode.contains("tef");
-        let mut v_feat = if ctx_mode.contains("video") { c.usize("v_feat_dim", 2816)? } else { 0 };
-        let audio = c.opt_usize("a_feat_dim")?.unwrap_or(0);
-        // opt.json counts v_feat_dim without the TEF, the checkpoint's pickled options with it:
-        // the weights decide (§1.1).
-        let first = weights.get_any("video_encoder.norm1.weight")?;
-        let width_with = |v: usize| v + if tef { 2 } else { 0 } + audio;
-        if tef && v_feat >= 2 && first.shape == [width_with(v_feat) - 2] {
-            v_feat -= 2;
-        }
-        let video_width = width_with(v_feat);
+        let VideoWidths { tef, feature_width: v_feat, audio, video_width } =
+            c.video_widths(weights, "video_encoder.norm1.weight")?;
         let query_width = c.usize("t_feat_dim", 512)?;
         let clip_length = c.f32("clip_length", 2.0)?;
         let io = ModelIo {

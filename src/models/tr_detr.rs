@@ -12,7 +12,7 @@ use super::blocks::{
     cross_attention, dab_decoder, dense, dense_residual, encoder_layer, gru_highlight_head, input_projection, mlp,
     norm, prelu, DecoderSpec, Params,
 };
-use super::config::Config;
+use super::config::{Config, VideoWidths};
 use super::postprocess::PostProcess;
 use super::{detr_prediction, Architecture, ModelIo, ModelKind, Prediction, VideoInput};
 use crate::error::Result;
@@ -67,34 +67,10 @@ impl TrDetr {
         c.require((1..=3).contains(&cfg.n_input_proj), "n_input_proj", "must be 1, 2 or 3")?;
         c.require(cfg.dec_layers >= 1 && cfg.queries >= 1, "dec_layers", "need at least one decoder layer and query")?;
         c.require(!c.bool("pre_norm", false)?, "pre_norm", "pre-norm TR-DETR is not an official configuration")?;
-        c.require(
-            c.str("position_embedding", "sine")? == "sine",
-            "position_embedding",
-            "only `sine` exists in the official code",
-        )?;
-        c.require(
-            !c.bool("use_txt_pos", false)?,
-            "use_txt_pos",
-            "text position embeddings are not used by the official models",
-        )?;
-        c.require(
-            c.str("span_loss_type", "l1")? == "l1",
-            "span_loss_type",
-            "only `l1` (center, width) spans are supported",
-        )?;
+        c.require_official_detr_options()?;
 
-        let ctx_mode = c.str("ctx_mode", "video_tef")?;
-        let tef = ctx_mode.contains("tef");
-        let mut v_feat = if ctx_mode.contains("video") { c.usize("v_feat_dim", 2816)? } else { 0 };
-        let audio = c.opt_usize("a_feat_dim")?.unwrap_or(0);
-        // opt.json counts v_feat_dim without the TEF, the checkpoint's pickled options with it:
-        // the weights decide (specs/README.md).
-        let first = weights.get_any("input_vid_proj.0.LayerNorm.weight")?;
-        let width_with = |v: usize| v + if tef { 2 } else { 0 } + audio;
-        if tef && v_feat >= 2 && first.shape == [width_with(v_feat) - 2] {
-            v_feat -= 2;
-        }
-        let video_width = width_with(v_feat);
+        let VideoWidths { tef, feature_width: v_feat, audio, video_width } =
+            c.video_widths(weights, "input_vid_proj.0.LayerNorm.weight")?;
         let query_width = c.usize("t_feat_dim", 512)?;
         let io = ModelIo {
             video_width,

@@ -100,21 +100,7 @@ impl VideoLights {
         c.require((1..=3).contains(&cfg.n_input_proj), "n_input_proj", "must be 1, 2 or 3")?;
         c.require(cfg.dec_layers >= 1 && cfg.queries >= 1, "dec_layers", "need at least one decoder layer and query")?;
         c.require(!c.bool("pre_norm", false)?, "pre_norm", "pre-norm VideoLights is not an official configuration")?;
-        c.require(
-            c.str("position_embedding", "sine")? == "sine",
-            "position_embedding",
-            "only `sine` exists in the official code",
-        )?;
-        c.require(
-            !c.bool("use_txt_pos", false)?,
-            "use_txt_pos",
-            "text position embeddings are not used by the official models",
-        )?;
-        c.require(
-            c.str("span_loss_type", "l1")? == "l1",
-            "span_loss_type",
-            "only `l1` (center, width) spans are supported",
-        )?;
+        c.require_official_detr_options()?;
         c.require(c.usize("a_feat_dim", 0)? == 0, "a_feat_dim", "audio features are not supported")?;
         let ctx_mode = c.str("ctx_mode", "video_tef")?;
         c.require(ctx_mode.contains("video"), "ctx_mode", "must contain `video`")?;
