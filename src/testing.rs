@@ -65,13 +65,14 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tolerance) {
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         let bound = tol.atol + tol.rtol * w.abs();
-        let bad = if w.is_nan() { !g.is_nan() } else { !(err <= bound) };
+        let bad = if w.is_nan() { !g.is_nan() } else { !(g == w || err <= bound) };
         if bad && worst.is_none_or(|(_, e)| err > e || err.is_nan()) {
             worst = Some((i, err));
         }
     }
     if let Some((i, err)) = worst {
-        let bad = got.iter().zip(want).filter(|(g, w)| !((*g - *w).abs() <= tol.atol + tol.rtol * w.abs())).count();
+        let bad =
+            got.iter().zip(want).filter(|(g, w)| !(g == w || (*g - *w).abs() <= tol.atol + tol.rtol * w.abs())).count();
         panic!(
             "{what}: {bad} of {} values outside atol {} + rtol {}; worst at index {i}: got {}, expected {} (error {err})",
             got.len(),
@@ -83,13 +84,28 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tolerance) {
     }
 }
 
+/// How far the CPU backend's fast kernels (packed GEMMs, other summation orders) may be from
+/// the reference twins on every op test: float32 rounding of reordered sums, well inside every
+/// op's GPU tolerance.
+pub const FAST_CPU_TOLERANCE: Tolerance = Tolerance::new(2e-5, 2e-5);
+
 /// Plans the graph `build` makes with the CPU reference twins and on `gpu`, runs both on
-/// `inputs`, and returns (reference, gpu) outputs.
+/// `inputs`, and returns (reference, gpu) outputs. On the way it also runs the CPU backend's
+/// fast kernels and asserts them within [`FAST_CPU_TOLERANCE`] of the twins, so every op test
+/// covers the fast path too.
 pub fn run_cpu_and_gpu(gpu: &Device, build: impl Fn(&mut Graph), inputs: &[(&str, &[f32])]) -> (Outputs, Outputs) {
     let mut g = Graph::new();
     build(&mut g);
     let mut gpu_exe = Executable::new(g, gpu, &ConstCache::new()).expect("plan the graph");
-    (run_cpu(&build, inputs), gpu_exe.run(inputs).expect("run the graph"))
+    let reference = run_cpu(&build, inputs);
+    let fast = run_cpu_fast(&build, inputs);
+    let mut names: Vec<&String> = reference.tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let what = format!("CPU backend vs reference twin, output `{name}`");
+        assert_close(&what, fast.get(name), reference.get(name), FAST_CPU_TOLERANCE);
+    }
+    (reference, gpu_exe.run(inputs).expect("run the graph"))
 }
 
 /// Runs a graph with the CPU reference twins.

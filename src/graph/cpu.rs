@@ -2,26 +2,48 @@
 //! each node run by its kernel's CPU twin.
 
 use super::plan::Plan;
-use super::{Graph, Outputs, RunCounters, Source};
+use super::{ConstCache, Graph, Outputs, RunCounters, Source};
+use crate::ops::Prepared;
 
 pub(crate) struct CpuPlan {
     slot_of: Vec<Option<usize>>,
     slots: Vec<Vec<f32>>,
+    /// Each node's plan-time preparation (packed weights), for the fast kernels.
+    prepared: Vec<Option<Prepared>>,
     /// Run the reference twins (the parity oracle) instead of the fast CPU kernels.
     pub reference: bool,
     profile: bool,
 }
 
 impl CpuPlan {
-    pub fn new(_graph: &Graph, plan: &Plan, reference: bool) -> Self {
+    pub fn new(graph: &Graph, plan: &Plan, consts: &ConstCache, reference: bool) -> Self {
         let slots = plan.slot_bytes.iter().map(|b| vec![0.0f32; b / 4]).collect();
-        CpuPlan { slot_of: plan.slot_of.clone(), slots, reference, profile: super::profiling_requested() }
+        let prepared = if reference {
+            Vec::new()
+        } else {
+            graph
+                .nodes
+                .iter()
+                .map(|node| {
+                    let values: Vec<Option<&std::sync::Arc<[f32]>>> = node
+                        .inputs
+                        .iter()
+                        .map(|t| match t.map(|t| &graph.tensors[graph.root(t).0].source) {
+                            Some(Source::Const(data)) => Some(data),
+                            _ => None,
+                        })
+                        .collect();
+                    node.kernel.cpu_prepare(&values, consts)
+                })
+                .collect()
+        };
+        CpuPlan { slot_of: plan.slot_of.clone(), slots, prepared, reference, profile: super::profiling_requested() }
     }
 
     pub fn run(&mut self, graph: &Graph, inputs: &[&[f32]]) -> (Outputs, RunCounters) {
         let input_ids = graph.input_ids();
         let mut times = Vec::new();
-        for node in &graph.nodes {
+        for (index, node) in graph.nodes.iter().enumerate() {
             let start = self.profile.then(std::time::Instant::now);
             // Outputs live in slots no input of this node uses (the plan frees inputs only
             // after placing outputs), so they can be taken out while the inputs are borrowed.
@@ -51,7 +73,7 @@ impl CpuPlan {
                 if self.reference {
                     node.kernel.cpu(&ins, &mut out_slices);
                 } else {
-                    node.kernel.cpu_fast(&ins, &mut out_slices);
+                    node.kernel.cpu_fast(&ins, &mut out_slices, self.prepared[index].as_ref());
                 }
             }
             if let Some(start) = start {

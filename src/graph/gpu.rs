@@ -16,21 +16,38 @@ use super::plan::{padded_bytes, Plan};
 use super::{Graph, Outputs, RunCounters, Source};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
+use crate::ops::gemm::PackedB;
 
 /// Uniform blocks of consecutive dispatches sit 256 bytes apart (the WebGPU default
 /// `min_uniform_buffer_offset_alignment`).
 const PARAM_STRIDE: u64 = 256;
 
-/// GPU buffers of constants, shared by every graph a model plans (one per input shape), so
-/// weights are uploaded once per device. Keyed by the constant's `Arc` allocation.
+/// Device copies of constants, shared by every graph a model plans (one per input shape), so
+/// weights are uploaded once per device (GPU buffers) or packed once (the CPU GEMM's panels).
+/// Keyed by the constant's `Arc` allocation.
 #[derive(Default)]
 pub struct ConstCache {
     buffers: Mutex<HashMap<usize, (Arc<[f32]>, Arc<wgpu::Buffer>)>>,
+    packed: Mutex<HashMap<(usize, &'static str, [usize; 4]), (Arc<[f32]>, Arc<PackedB>)>>,
 }
 
 impl ConstCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `values` packed as a right operand of the CPU GEMM by `pack`, once per (`values`,
+    /// `layout`, `dims`): the layout names how `pack` reads `values`.
+    pub(crate) fn packed(
+        &self,
+        values: &Arc<[f32]>,
+        layout: &'static str,
+        dims: [usize; 4],
+        pack: impl FnOnce(&[f32]) -> PackedB,
+    ) -> Arc<PackedB> {
+        let key = (values.as_ptr() as usize, layout, dims);
+        let mut packed = self.packed.lock().unwrap();
+        packed.entry(key).or_insert_with(|| (values.clone(), Arc::new(pack(values)))).1.clone()
     }
 
     fn get(&self, gpu: &Gpu, data: &Arc<[f32]>) -> Arc<wgpu::Buffer> {

@@ -182,12 +182,24 @@ impl Executable {
     /// Plans `graph` on `device`. On a GPU this compiles every pipeline, creates every buffer and
     /// bind group and uploads constants not already in `consts`.
     pub fn new(graph: Graph, device: &Device, consts: &ConstCache) -> Result<Self> {
+        Self::plan(graph, |graph, plan| {
+            Ok(match device {
+                Device::Gpu(g) => Backend::Gpu(gpu::GpuPlan::new(graph, plan, g.clone(), consts)?),
+                Device::Cpu => Backend::Cpu(cpu::CpuPlan::new(graph, plan, consts, false)),
+            })
+        })
+    }
+
+    /// Plans `graph` on the CPU with the kernels' reference twins (the parity oracle of the GPU
+    /// kernels and of the fast CPU kernels) instead of the fast CPU path.
+    pub fn new_cpu_reference(graph: Graph) -> Result<Self> {
+        Self::plan(graph, |graph, plan| Ok(Backend::Cpu(cpu::CpuPlan::new(graph, plan, &ConstCache::new(), true))))
+    }
+
+    fn plan(graph: Graph, backend: impl FnOnce(&Graph, &plan::Plan) -> Result<Backend>) -> Result<Self> {
         graph.validate()?;
         let plan = plan::Plan::new(&graph);
-        let backend = match device {
-            Device::Gpu(g) => Backend::Gpu(gpu::GpuPlan::new(&graph, &plan, g.clone(), consts)?),
-            Device::Cpu => Backend::Cpu(cpu::CpuPlan::new(&graph, &plan, false)),
-        };
+        let backend = backend(&graph, &plan)?;
         let stats = ForwardStats {
             dispatches: graph.nodes.len(),
             peak_activation_bytes: plan.activation_bytes(&graph),
@@ -195,16 +207,6 @@ impl Executable {
             ..Default::default()
         };
         Ok(Executable { graph, backend, stats })
-    }
-
-    /// Plans `graph` on the CPU with the kernels' reference twins (the parity oracle of the GPU
-    /// kernels and of the fast CPU kernels) instead of the fast CPU path.
-    pub fn new_cpu_reference(graph: Graph) -> Result<Self> {
-        let mut exe = Executable::new(graph, &Device::Cpu, &ConstCache::new())?;
-        if let Backend::Cpu(plan) = &mut exe.backend {
-            plan.reference = true;
-        }
-        Ok(exe)
     }
 
     /// Runs one forward. `inputs` gives every graph input by name.
@@ -255,6 +257,11 @@ pub(crate) fn print_profile(device: &str, graph: &Graph, times: &[f64]) {
                 entry.2 += us;
             }
             None => per_op.push((node.kernel.label(), 1, us)),
+        }
+    }
+    if std::env::var("MOMENT_PROFILE_NODES").is_ok() {
+        for (node, &us) in graph.nodes.iter().zip(times) {
+            eprintln!("NODE {us:9.1} {:?}", node.kernel);
         }
     }
     per_op.sort_by(|a, b| b.2.total_cmp(&a.2));

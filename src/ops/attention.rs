@@ -14,7 +14,10 @@
 //! **A query with no valid key gets an all-zero output row** (and all-zero weights); PyTorch
 //! returns NaN there.
 
-use super::{grid_1d, sigmoid, Kernel, Params, Shader};
+use rayon::prelude::*;
+
+use super::gemm::{self, packed_len, Epilogue, PackedB};
+use super::{grid_1d, sigmoid, Kernel, Params, Prepared, Shader, SharedOut};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
 
@@ -166,6 +169,19 @@ impl Kernel for FusedAttention {
     fn workgroups(&self) -> [u32; 3] {
         grid_1d(self.batch * self.heads * self.q_tiles())
     }
+    /// The CPU backend: per (sample, head), scores and the weighted sum of values are two
+    /// GEMMs over that head's keys and values packed into scratch; heads run in parallel.
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], _: Option<&Prepared>) {
+        let out = SharedOut::new(outputs[0]);
+        let heads = self.batch * self.heads;
+        let work = heads * self.lq * self.lk * (self.dk + self.dv);
+        if work < PARALLEL_MIN_WORK || rayon::current_num_threads() == 1 {
+            (0..heads).for_each(|bh| self.head_fast(bh / self.heads, bh % self.heads, inputs, out));
+        } else {
+            (0..heads).into_par_iter().for_each(|bh| self.head_fast(bh / self.heads, bh % self.heads, inputs, out));
+        }
+    }
+
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
         let (q, k, v, kmask, qmask, gate) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5]);
         let out = &mut outputs[0];
@@ -215,6 +231,54 @@ impl Kernel for FusedAttention {
                 }
             }
         }
+    }
+}
+
+/// Below this many multiply-adds an attention stays on the calling thread.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+impl FusedAttention {
+    /// Head `h` of sample `b` into its columns of `out`: what [`Kernel::cpu`] computes, by GEMMs.
+    fn head_fast(&self, b: usize, h: usize, inputs: &[&[f32]], out: SharedOut) {
+        let (q, k, v, kmask, qmask, gate) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5]);
+        let (h_n, dk, dv, lq, lk) = (self.heads, self.dk, self.dv, self.lq, self.lk);
+        let b2 = (b * h_n + h) % self.batch;
+        let lens = [packed_len(dk, lk), lq * lk, packed_len(lk, dv), lq * dv];
+        super::with_scratch(lens, |[k_buf, scores, v_buf, o]| {
+            let key_at = |j: usize| (b * lk + j) * self.k_win[0] + self.k_win[1] + h * dk;
+            let keys = PackedB::pack_into(k_buf, dk, lk, |d, j| k[key_at(j) + d]);
+            let q0 = b * lq * self.q_win[0] + self.q_win[1] + h * dk;
+            gemm::gemm(lq, &q[q0..], self.q_win[0], &keys, scores, &Epilogue::NONE);
+            // Masked softmax per query row; 1/sum and the gate fold into the probabilities.
+            for (i, row) in scores.chunks_exact_mut(lk).enumerate() {
+                let q_pad_b2 = self.has_qmask && qmask[b2 * lq + i] <= 0.5;
+                let valid = |j: usize| key_valid(self.has_mask, kmask, b, b2, lk, j, q_pad_b2);
+                let mut max = f32::NEG_INFINITY;
+                for (j, s) in row.iter_mut().enumerate() {
+                    *s = if valid(j) { *s * self.scale } else { f32::NEG_INFINITY };
+                    max = max.max(*s);
+                }
+                if max == f32::NEG_INFINITY {
+                    row.fill(0.0); // no valid key: zero row
+                    continue;
+                }
+                let mut sum = 0.0f32;
+                for s in row.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                let g = if self.has_gate { sigmoid(gate[b * lq + i]) } else { 1.0 };
+                let f = g / sum;
+                row.iter_mut().for_each(|s| *s *= f);
+            }
+            let value_at = |j: usize| (b * lk + j) * self.v_win[0] + self.v_win[1] + h * dv;
+            let values = PackedB::pack_into(v_buf, lk, dv, |j, d| v[value_at(j) + d]);
+            gemm::gemm(lq, scores, lk, &values, o, &Epilogue::NONE);
+            for (i, o_row) in o.chunks_exact(dv).enumerate() {
+                // SAFETY: (sample b, head h) owns these dv columns of each of its rows.
+                unsafe { out.part((b * lq + i) * h_n * dv + h * dv, dv) }.copy_from_slice(o_row);
+            }
+        });
     }
 }
 

@@ -6,9 +6,12 @@
 //! and nearest ×2 up-sampling of the input, then pointwise) in one dispatch.
 //! WGSL: `shaders/conv1d.wgsl` (one implicit-GEMM kernel for both forms).
 
-use super::{activate, Act, Kernel, Params, Shader};
+use std::sync::Arc;
+
+use super::gemm::{self, Epilogue, PackedB};
+use super::{activate, Act, Kernel, Params, Prepared, Shader};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, TensorId};
+use crate::graph::{ConstCache, Graph, TensorId};
 
 /// Output tile of a workgroup (rows × output channels); must match `TILE` in the shader.
 const TILE: usize = 32;
@@ -81,6 +84,30 @@ impl Kernel for Conv1d {
     fn workgroups(&self) -> [u32; 3] {
         [self.c_out.div_ceil(TILE) as u32, (self.batch * self.l_out).div_ceil(TILE) as u32, 1]
     }
+    /// A dense stride-1 convolution with constant weights runs as GEMMs (see [`conv_by_gemm`]).
+    fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
+        if self.separable || self.stride != 1 || self.up != 1 {
+            return None;
+        }
+        Some(pack_taps(cache, consts[1]?, self.ksize, self.c_in, self.c_out) as Prepared)
+    }
+
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], prepared: Option<&Prepared>) {
+        let Some(packed) = prepared.and_then(|p| p.downcast_ref::<PackedB>()) else {
+            return self.cpu(inputs, outputs);
+        };
+        let (x, bias, slope, residual) = (inputs[0], inputs[3], inputs[4], inputs[5]);
+        let shape = [self.batch, self.l_in, self.c_in, self.c_out];
+        let epilogue = Epilogue {
+            bias: self.has_bias.then_some(bias),
+            act: self.act,
+            slope: slope.first().copied().unwrap_or(0.0),
+            residual: self.has_residual.then_some(residual),
+            residual_first: true,
+        };
+        conv_by_gemm(x, None, shape, packed, &epilogue, outputs[0]);
+    }
+
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
         let (x, w, dw, bias, slope, residual) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5]);
         let out = &mut outputs[0];
@@ -126,6 +153,48 @@ impl Kernel for Conv1d {
             }
         }
     }
+}
+
+/// `W (C_out, C_in, k)` packed once as the `(k·C_in, C_out)` GEMM operand whose row
+/// `tap·C_in + c` meets input row `t + tap − k/2`, channel `c`.
+pub(crate) fn pack_taps(cache: &ConstCache, w: &Arc<[f32]>, k: usize, c_in: usize, c_out: usize) -> Arc<PackedB> {
+    let pack = |w: &[f32]| PackedB::from_fn(k * c_in, c_out, |row, o| w[(o * c_in + row % c_in) * k + row / c_in]);
+    cache.packed(w, "conv1d_taps", [k, c_in, c_out, 0], pack)
+}
+
+/// The CPU backend's stride-1 "same" convolution of `x (B, L, C_in)` with weights packed by
+/// [`pack_taps`]: per sample, the input with `k / 2` zero rows on each side makes output row `t`
+/// one contiguous GEMM row (`k` consecutive input rows). The epilogue's residual is `(B, L,
+/// C_out)`. With a row `mask`, padded clips read as zeros and padded output rows are 0.
+pub(crate) fn conv_by_gemm(
+    x: &[f32],
+    mask: Option<&[f32]>,
+    [batch, l, c_in, c_out]: [usize; 4],
+    packed: &PackedB,
+    epilogue: &Epilogue,
+    out: &mut [f32],
+) {
+    let pad = (packed.k() / c_in) / 2;
+    super::with_scratch([(l + 2 * pad) * c_in], |[padded]| {
+        for b in 0..batch {
+            let valid = |t: usize| mask.is_none_or(|m| m[b * l + t] > 0.5);
+            for t in 0..l {
+                let row = &mut padded[(pad + t) * c_in..(pad + t + 1) * c_in];
+                if valid(t) {
+                    row.copy_from_slice(&x[(b * l + t) * c_in..(b * l + t + 1) * c_in]);
+                } else {
+                    row.fill(0.0);
+                }
+            }
+            let rows = b * l * c_out..(b + 1) * l * c_out;
+            let epilogue = Epilogue { residual: epilogue.residual.map(|r| &r[rows.clone()]), ..*epilogue };
+            let out = &mut out[rows];
+            gemm::gemm(l, padded, c_in, packed, out, &epilogue);
+            for t in (0..l).filter(|&t| !valid(t)) {
+                out[t * c_out..(t + 1) * c_out].fill(0.0);
+            }
+        }
+    });
 }
 
 /// Output length of a convolution with kernel `k` (odd), padding `k / 2` and `stride` over `l`

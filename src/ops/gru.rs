@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-use super::{sigmoid, Act, Kernel, Params, Shader};
+use super::gemm::{self, Epilogue, PackedB};
+use super::{sigmoid, Act, Kernel, Params, Prepared, Shader};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, TensorId};
+use crate::graph::{ConstCache, Graph, TensorId};
 use crate::weights::Tensor;
 
 /// Largest hidden size: two copies of h (double buffer) plus one word within 16 KiB of workgroup memory.
@@ -133,6 +134,53 @@ impl Kernel for GruRecurrent {
     fn workgroups(&self) -> [u32; 3] {
         super::grid_1d(self.batch)
     }
+    /// `W_hhᵀ (H, 3H)` packed once: each step is then one GEMM `h (B, H) · W_hhᵀ + b_hh` over
+    /// the whole batch.
+    fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
+        let hd = self.hidden;
+        let pack = |w: &[f32]| PackedB::pack(w, hd, 3 * hd, 3 * hd, 1);
+        Some(cache.packed(consts[1]?, "strided", [hd, 3 * hd, 3 * hd, 1], pack) as Prepared)
+    }
+
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], prepared: Option<&Prepared>) {
+        let Some(w_hh) = prepared.and_then(|p| p.downcast_ref::<PackedB>()) else {
+            return self.cpu(inputs, outputs);
+        };
+        let (gi, b_hh, lengths) = (inputs[0], inputs[2], inputs[3]);
+        let [seq, last] = outputs else { unreachable!("gru has two outputs") };
+        let (batch, t_max, hd) = (self.batch, self.steps, self.hidden);
+        let g3 = 3 * hd;
+        let len = |b: usize| {
+            if self.has_lengths {
+                lengths[b].floor().clamp(0.0, t_max as f32) as usize
+            } else {
+                t_max
+            }
+        };
+        let steps = (0..batch).map(len).max().unwrap_or(0);
+        let bias = Epilogue { bias: Some(b_hh), ..Epilogue::NONE };
+        super::with_scratch([batch * hd, batch * g3], |[h, gh]| {
+            for t in 0..steps {
+                gemm::gemm(batch, h, hd, w_hh, gh, &bias);
+                for b in (0..batch).filter(|&b| t < len(b)) {
+                    let (g, gh) = (&gi[(b * t_max + t) * g3..][..g3], &gh[b * g3..][..g3]);
+                    let h = &mut h[b * hd..][..hd];
+                    for j in 0..hd {
+                        let r = sigmoid(g[j] + gh[j]);
+                        let z = sigmoid(g[hd + j] + gh[hd + j]);
+                        let n = (g[2 * hd + j] + r * gh[2 * hd + j]).tanh();
+                        h[j] = (1.0 - z) * n + z * h[j];
+                    }
+                    seq[(b * t_max + t) * hd..][..hd].copy_from_slice(h);
+                }
+            }
+            for b in 0..batch {
+                seq[(b * t_max + len(b)) * hd..(b + 1) * t_max * hd].fill(0.0);
+                last[b * hd..(b + 1) * hd].copy_from_slice(&h[b * hd..(b + 1) * hd]);
+            }
+        });
+    }
+
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
         let (gi, w_hh_t, b_hh, lengths) = (inputs[0], inputs[1], inputs[2], inputs[3]);
         let [seq, last] = outputs else { unreachable!("gru has two outputs") };

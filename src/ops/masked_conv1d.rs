@@ -7,9 +7,13 @@
 //! by [`crate::ops::conv1d::fold_batchnorm`]).
 //! WGSL: `shaders/masked_conv1d.wgsl`.
 
-use super::{activate, Act, Kernel, Params, Shader};
+use std::sync::Arc;
+
+use super::conv1d;
+use super::gemm::{Epilogue, PackedB};
+use super::{activate, Act, Kernel, Params, Prepared, Shader};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, TensorId};
+use crate::graph::{ConstCache, Graph, TensorId};
 
 /// Output tile of a workgroup (rows × output channels); must match `TILE` in the shader.
 const TILE: usize = 32;
@@ -53,6 +57,28 @@ impl Kernel for MaskedConv1d {
     fn workgroups(&self) -> [u32; 3] {
         [self.c_out.div_ceil(TILE) as u32, (self.batch * self.l).div_ceil(TILE) as u32, 1]
     }
+    /// The CPU backend: the same packed-GEMM convolution as the unmasked op, so a sample's
+    /// valid rows get bit-identical results batched or alone.
+    fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
+        Some(conv1d::pack_taps(cache, consts[2]?, self.ksize, self.c_in, self.c_out) as Prepared)
+    }
+
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], prepared: Option<&Prepared>) {
+        let Some(packed) = prepared.and_then(|p| p.downcast_ref::<PackedB>()) else {
+            return self.cpu(inputs, outputs);
+        };
+        let (x, mask, bias, slope, residual) = (inputs[0], inputs[1], inputs[3], inputs[4], inputs[5]);
+        let epilogue = Epilogue {
+            bias: self.has_bias.then_some(bias),
+            act: self.act,
+            slope: slope.first().copied().unwrap_or(0.0),
+            residual: self.has_residual.then_some(residual),
+            residual_first: true,
+        };
+        let shape = [self.batch, self.l, self.c_in, self.c_out];
+        conv1d::conv_by_gemm(x, Some(mask), shape, packed, &epilogue, outputs[0]);
+    }
+
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
         let (x, mask, w, bias, slope, residual) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5]);
         let out = &mut outputs[0];

@@ -2,9 +2,12 @@
 //! WGSL: `shaders/matmul.wgsl` (any strides) and `shaders/matmul_vec4.wgsl` (vec4 loads), both
 //! completed by `shaders/matmul_common.wgsl`.
 
-use super::{activate, Act, Kernel, Params, Shader};
+use std::sync::Arc;
+
+use super::gemm::{self, Epilogue, PackedB};
+use super::{activate, Act, Kernel, Params, Prepared, Shader};
 use crate::error::{Error, Result};
-use crate::graph::{Graph, TensorId};
+use crate::graph::{ConstCache, Graph, TensorId};
 
 const TILE: usize = 32;
 
@@ -74,14 +77,43 @@ impl Kernel for Matmul {
     fn workgroups(&self) -> [u32; 3] {
         [self.n.div_ceil(TILE) as u32, self.m.div_ceil(TILE) as u32, self.batch as u32]
     }
-    /// The CPU backend: a blocked, SIMD, multi-threaded SGEMM (matrixmultiply) over the same
-    /// strides, then the epilogue in one pass.
-    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
+    /// A constant right operand shared by the batch (every Linear) is packed once for the
+    /// CPU GEMM.
+    fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
+        let [_, wk, wn] = self.w_strides;
+        let shared = self.batch == 1 || self.w_strides[0] == 0;
+        match consts[1] {
+            Some(w) if shared && self.a_strides[2] == 1 && self.k > 0 => {
+                let (k, n) = (self.k, self.n);
+                Some(cache.packed(w, "strided", [k, n, wk, wn], |w| PackedB::pack(w, k, n, wk, wn)) as Prepared)
+            }
+            _ => None,
+        }
+    }
+
+    /// The CPU backend: the packed GEMM with its fused epilogue for constant weights; otherwise
+    /// a blocked SIMD SGEMM (matrixmultiply) over the same strides, then the epilogue.
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], prepared: Option<&Prepared>) {
         let (a, w, bias, slope, residual) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]);
         let c = &mut outputs[0];
         let [ab, am, ak] = self.a_strides;
         let [wb, wk, wn] = self.w_strides;
         let (m, n, k) = (self.m, self.n, self.k);
+        if let Some(packed) = prepared.and_then(|p| p.downcast_ref::<PackedB>()) {
+            let slope = slope.first().copied().unwrap_or(0.0);
+            for b in 0..self.batch {
+                let rows = b * m * n..(b + 1) * m * n;
+                let epilogue = Epilogue {
+                    bias: self.has_bias.then_some(bias),
+                    act: self.act,
+                    slope,
+                    residual: self.has_residual.then(|| &residual[rows.clone()]),
+                    residual_first: false,
+                };
+                gemm::gemm(m, &a[b * ab..], am, packed, &mut c[rows], &epilogue);
+            }
+            return;
+        }
         for b in 0..self.batch {
             let out = &mut c[b * m * n..(b + 1) * m * n];
             if k == 0 {

@@ -8,12 +8,20 @@
 //! `var<storage, read_write>` per output. An absent optional input is bound to a small dummy
 //! buffer (and arrives as an empty slice on the CPU); its kernel learns that from a flag.
 
+use std::any::Any;
 use std::fmt::Debug;
+use std::sync::Arc;
+
+use crate::graph::ConstCache;
+
+/// What a kernel prepared for the CPU backend at plan time (see [`Kernel::cpu_prepare`]).
+pub type Prepared = Arc<dyn Any + Send + Sync>;
 
 pub mod attention;
 pub mod conv1d;
 pub mod elementwise;
 pub mod gated_attention;
+pub mod gemm;
 pub mod gru;
 pub mod layout;
 pub mod masked_conv1d;
@@ -25,6 +33,55 @@ pub mod proposals;
 pub mod reduce;
 pub mod softmax;
 pub mod span;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `N` zeroed scratch slices of the given lengths, carved from one per-thread
+/// buffer that only ever grows: the fast CPU kernels allocate nothing per call once warm.
+/// Not re-entrant (a kernel's scratch user must not call another).
+pub(crate) fn with_scratch<const N: usize, R>(lens: [usize; N], f: impl FnOnce([&mut [f32]; N]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.resize(lens.iter().sum(), 0.0);
+        let mut rest = &mut buf[..];
+        let parts = lens.map(|len| {
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            rest = tail;
+            part
+        });
+        f(parts)
+    })
+}
+
+/// An output that several pool threads write at once, each its own disjoint part.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: users write disjoint parts (the contract of `part`), and the slice outlives the
+// parallel loop that shares it.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub fn new(out: &mut [f32]) -> Self {
+        SharedOut { ptr: out.as_mut_ptr(), len: out.len() }
+    }
+
+    /// `out[start .. start + len]`.
+    ///
+    /// # Safety
+    /// No other thread reads or writes this range while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn part(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "shared output range out of bounds");
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
 
 /// A WGSL entry point.
 #[derive(Clone, Copy, Debug)]
@@ -47,9 +104,16 @@ pub trait Kernel: Debug + Send + Sync {
     /// the reference the GPU kernel and the fast CPU kernel are tested against.
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]);
 
-    /// What the CPU backend runs: the twin unless the op has a faster CPU kernel (a GEMM
-    /// library, threads), which is then tested against the twin.
-    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
+    /// What the CPU backend prepares once at plan time from this node's constant inputs
+    /// (`consts[i]` is input `i` when it is a constant), e.g. a GEMM's packed weights. Handed
+    /// back to every [`Kernel::cpu_fast`] call.
+    fn cpu_prepare(&self, _consts: &[Option<&Arc<[f32]>>], _cache: &ConstCache) -> Option<Prepared> {
+        None
+    }
+
+    /// What the CPU backend runs: the twin unless the op has a faster CPU kernel (packed GEMM,
+    /// threads), which is then tested against the twin.
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], _prepared: Option<&Prepared>) {
         self.cpu(inputs, outputs)
     }
 }
