@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Timed forwards (after 3 warm-up forwards); the median is reported.
     #[arg(long, default_value_t = 20)]
     iters: usize,
+    /// Print one JSON object instead of the report (for tools/bench_pytorch.py).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(device: &DeviceArgs, args: &BenchArgs) -> moment_gpu::Result<()> {
@@ -65,6 +68,25 @@ pub fn run(device: &DeviceArgs, args: &BenchArgs) -> moment_gpu::Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let stats = model.last_stats();
+    let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+    let peak_rss = peak_rss_bytes();
+    if args.json {
+        let report = serde_json::json!({
+            "adapter": device.name(),
+            "model": model.kind().name(),
+            "batch": args.batch, "clips": args.clips, "tokens": args.tokens,
+            "median_ms": median, "min_ms": times[0], "max_ms": times[times.len() - 1], "timed": times.len(),
+            "queries_per_s": args.batch as f64 * 1e3 / median,
+            "cold_start_ms": cold.as_secs_f64() * 1e3,
+            "dispatches": stats.dispatches, "submits": stats.submits, "readbacks": stats.readbacks,
+            "activation_mib": mib(stats.peak_activation_bytes),
+            "weight_mib": mib(stats.weight_bytes),
+            "packed_weight_mib": mib(stats.packed_weight_bytes),
+            "peak_rss_mib": peak_rss.map(mib),
+        });
+        println!("{report}");
+        return Ok(());
+    }
     println!("adapter: {}", device.name());
     println!("model: {} B={} L={} N={}", model.kind().name(), args.batch, args.clips, args.tokens);
     println!(
@@ -77,9 +99,25 @@ pub fn run(device: &DeviceArgs, args: &BenchArgs) -> moment_gpu::Result<()> {
     println!("cold start (load + plan + first forward): {:.1} ms", cold.as_secs_f64() * 1e3);
     println!("dispatches {} · submits {} · readbacks {} per forward", stats.dispatches, stats.submits, stats.readbacks);
     println!(
-        "peak memory: {:.2} MiB activations + {:.2} MiB weights",
-        stats.peak_activation_bytes as f64 / (1 << 20) as f64,
-        stats.weight_bytes as f64 / (1 << 20) as f64
+        "planned memory: {:.2} MiB activations + {:.2} MiB weights{}",
+        mib(stats.peak_activation_bytes),
+        mib(stats.weight_bytes),
+        if stats.packed_weight_bytes > 0 {
+            format!(" + {:.2} MiB weights packed for the CPU GEMM", mib(stats.packed_weight_bytes))
+        } else {
+            String::new()
+        }
     );
+    if let Some(rss) = peak_rss {
+        println!("process peak resident memory: {:.1} MiB", mib(rss));
+    }
     Ok(())
+}
+
+/// The process's peak resident set (Linux `VmHWM`), where the OS reports it.
+fn peak_rss_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

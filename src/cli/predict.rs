@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use moment_gpu::io::{read_array, Array};
 use moment_gpu::models::long::LongVideo;
 use moment_gpu::models::postprocess::{prediction_json, saliency_f16};
-use moment_gpu::models::{Model, Prediction, Qid, QueryInput, VideoInput};
+use moment_gpu::models::{Model, Prediction, Qid, QueryInput, RawOutputs, VideoInput};
 use moment_gpu::{Error, Result};
 
 use crate::{write_atomically, DeviceArgs};
@@ -76,6 +76,11 @@ pub struct PredictArgs {
     /// Cut videos to max_v_l clips, as the official data loader does, instead of windowing them.
     #[arg(long, conflicts_with_all = ["window", "stride"])]
     truncate: bool,
+    /// One query: also write the model's raw outputs of the forward under the official names
+    /// (`pred_logits`, `pred_spans`, `saliency_scores`, SG-DETR's `pred_quality_scores`, each with
+    /// batch dimension 1) to this .npz, to compare with the PyTorch model output by output.
+    #[arg(long, value_name = "NPZ", conflicts_with = "annotations")]
+    raw_out: Option<PathBuf>,
 }
 
 impl PredictArgs {
@@ -101,6 +106,16 @@ pub fn run(device: &DeviceArgs, args: &PredictArgs) -> Result<()> {
         None => {
             let sources = read_sources(&args.video, args.video_key.as_deref(), VIDEO_KEYS)?;
             let query = read_query(&model, &args.query, args.query_key.as_deref())?;
+            let windowed = !args.truncate && clips_of(&sources) > model.io().max_clips;
+            if let (Some(path), true) = (&args.raw_out, windowed) {
+                return Err(Error::Input {
+                    name: path.display().to_string(),
+                    reason: format!(
+                        "raw outputs are those of one forward, but this video has more than max_v_l = {} clips and runs as windows; add --truncate",
+                        model.io().max_clips
+                    ),
+                });
+            }
             let prediction = if args.truncate {
                 let mut video = model.video_from_sources(&sources, &names(&args.video))?;
                 video.duration = args.duration;
@@ -108,6 +123,9 @@ pub fn run(device: &DeviceArgs, args: &PredictArgs) -> Result<()> {
             } else {
                 model.predict_long(&sources, &names(&args.video), &query, args.duration, &args.long_video())?
             };
+            if let Some(path) = &args.raw_out {
+                write_atomically(path, &raw_npz(&prediction.raw).map_err(|e| Error::io(path, e))?)?;
+            }
             let line = record(&Qid::parse(&args.qid), &args.query_text, &args.vid, &prediction);
             match &args.out {
                 Some(out) => write_atomically(out, format!("{line}\n").as_bytes()),
@@ -122,6 +140,27 @@ pub fn run(device: &DeviceArgs, args: &PredictArgs) -> Result<()> {
 
 fn record(qid: &Qid, query: &str, vid: &str, p: &Prediction) -> String {
     prediction_json(qid, query, vid, &p.windows, &saliency_f16(&p.saliency))
+}
+
+/// The raw outputs as an .npz (float32, batch dimension 1, the official output names).
+fn raw_npz(raw: &RawOutputs) -> std::io::Result<Vec<u8>> {
+    use npyz::WriterBuilder;
+    let queries = raw.spans.len() / 2;
+    let mut arrays: Vec<(&str, Vec<u64>, &[f32])> = vec![
+        ("pred_logits", vec![1, queries as u64, (raw.logits.len() / queries.max(1)) as u64], &raw.logits),
+        ("pred_spans", vec![1, queries as u64, 2], &raw.spans),
+        ("saliency_scores", vec![1, raw.saliency.len() as u64], &raw.saliency),
+    ];
+    if let Some(quality) = &raw.quality {
+        arrays.push(("pred_quality_scores", vec![1, quality.len() as u64, 1], quality));
+    }
+    let mut npz = npyz::npz::NpzWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, shape, values) in arrays {
+        let mut writer = npz.array::<f32>(name, Default::default())?.default_dtype().shape(&shape).begin_nd()?;
+        writer.extend(values.iter().copied())?;
+        writer.finish()?;
+    }
+    Ok(npz.zip_writer().finish()?.into_inner())
 }
 
 fn names(paths: &[PathBuf]) -> Vec<String> {

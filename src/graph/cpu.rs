@@ -3,6 +3,7 @@
 
 use super::plan::Plan;
 use super::{ConstCache, Graph, Outputs, RunCounters, Source};
+use crate::ops::gemm::PackedB;
 use crate::ops::Prepared;
 
 pub(crate) struct CpuPlan {
@@ -38,6 +39,18 @@ impl CpuPlan {
                 .collect()
         };
         CpuPlan { slot_of: plan.slot_of.clone(), slots, prepared, reference, profile: super::profiling_requested() }
+    }
+
+    /// Bytes of the distinct packed weights this plan uses.
+    pub fn packed_bytes(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        self.prepared
+            .iter()
+            .flatten()
+            .filter_map(|p| p.downcast_ref::<PackedB>().map(|b| (p, b)))
+            .filter(|(p, _)| seen.insert(std::sync::Arc::as_ptr(p) as *const () as usize))
+            .map(|(_, b)| b.bytes())
+            .sum()
     }
 
     pub fn run(&mut self, graph: &Graph, inputs: &[&[f32]]) -> (Outputs, RunCounters) {

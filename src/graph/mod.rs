@@ -147,6 +147,8 @@ pub struct ForwardStats {
     /// plus inputs); weights are counted separately.
     pub peak_activation_bytes: usize,
     pub weight_bytes: usize,
+    /// CPU backend: bytes of the weights packed for its GEMM (held beside `weight_bytes`).
+    pub packed_weight_bytes: usize,
 }
 
 /// The named outputs of a forward.
@@ -204,6 +206,10 @@ impl Executable {
             dispatches: graph.nodes.len(),
             peak_activation_bytes: plan.activation_bytes(&graph),
             weight_bytes: plan.const_bytes(&graph),
+            packed_weight_bytes: match &backend {
+                Backend::Cpu(p) => p.packed_bytes(),
+                Backend::Gpu(_) => 0,
+            },
             ..Default::default()
         };
         Ok(Executable { graph, backend, stats })

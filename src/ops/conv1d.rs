@@ -84,20 +84,26 @@ impl Kernel for Conv1d {
     fn workgroups(&self) -> [u32; 3] {
         [self.c_out.div_ceil(TILE) as u32, (self.batch * self.l_out).div_ceil(TILE) as u32, 1]
     }
-    /// A dense stride-1 convolution with constant weights runs as GEMMs (see [`conv_by_gemm`]).
+    /// A dense stride-1 convolution with constant weights runs as GEMMs (see [`conv_by_gemm`]);
+    /// a separable one as its depthwise taps then one pointwise GEMM.
     fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
-        if self.separable || self.stride != 1 || self.up != 1 {
+        let w = consts[1]?;
+        let (c_in, c_out) = (self.c_in, self.c_out);
+        if self.separable {
+            let pack = |w: &[f32]| PackedB::pack(w, c_in, c_out, 1, c_in);
+            return Some(cache.packed(w, "strided", [c_in, c_out, 1, c_in], pack) as Prepared);
+        }
+        if self.stride != 1 || self.up != 1 {
             return None;
         }
-        Some(pack_taps(cache, consts[1]?, self.ksize, self.c_in, self.c_out) as Prepared)
+        Some(pack_taps(cache, w, self.ksize, c_in, c_out) as Prepared)
     }
 
     fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], prepared: Option<&Prepared>) {
         let Some(packed) = prepared.and_then(|p| p.downcast_ref::<PackedB>()) else {
             return self.cpu(inputs, outputs);
         };
-        let (x, bias, slope, residual) = (inputs[0], inputs[3], inputs[4], inputs[5]);
-        let shape = [self.batch, self.l_in, self.c_in, self.c_out];
+        let (x, dw, bias, slope, residual) = (inputs[0], inputs[2], inputs[3], inputs[4], inputs[5]);
         let epilogue = Epilogue {
             bias: self.has_bias.then_some(bias),
             act: self.act,
@@ -105,7 +111,29 @@ impl Kernel for Conv1d {
             residual: self.has_residual.then_some(residual),
             residual_first: true,
         };
-        conv_by_gemm(x, None, shape, packed, &epilogue, outputs[0]);
+        if !self.separable {
+            let shape = [self.batch, self.l_in, self.c_in, self.c_out];
+            return conv_by_gemm(x, None, shape, packed, &epilogue, outputs[0]);
+        }
+        let (k, c_in, rows) = (self.ksize, self.c_in, self.batch * self.l_out);
+        let l_virtual = (self.l_in * self.up) as isize;
+        super::with_scratch([rows * c_in], |[depthwise]| {
+            for (row, d) in depthwise.chunks_exact_mut(c_in).enumerate() {
+                let (b, t) = (row / self.l_out, row % self.l_out);
+                let u0 = (t * self.stride) as isize - self.pad() as isize;
+                for tap in 0..k {
+                    let u = u0 + tap as isize;
+                    if u < 0 || u >= l_virtual {
+                        continue; // zero padding adds nothing
+                    }
+                    let src = &x[(b * self.l_in + u as usize / self.up) * c_in..][..c_in];
+                    for (c, (d, &xv)) in d.iter_mut().zip(src).enumerate() {
+                        *d += dw[c * k + tap] * xv;
+                    }
+                }
+            }
+            gemm::gemm(rows, depthwise, c_in, packed, outputs[0], &epilogue);
+        });
     }
 
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {

@@ -322,6 +322,37 @@ impl Kernel for Concat {
     fn workgroups(&self) -> [u32; 3] {
         grid_1d(self.out.iter().product::<usize>().div_ceil(THREADS))
     }
+    /// The CPU backend: row by row, each part's run along the last axis copied as a slice.
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], _: Option<&super::Prepared>) {
+        let y = &mut outputs[0];
+        let [n0, n1, n2, n3] = self.out;
+        let mut rows = y.chunks_exact_mut(n3.max(1));
+        for c0 in 0..n0 {
+            for c1 in 0..n1 {
+                for c2 in 0..n2 {
+                    let row = rows.next().expect("output holds every row");
+                    let c = [c0, c1, c2, 0];
+                    // The parts this row reads, as (part, first column, end column).
+                    let mut start = 0;
+                    for (k, &end) in self.ends.iter().enumerate() {
+                        let (lo, hi) = if self.axis == 3 { (start, end) } else { (0, n3) };
+                        if (self.axis == 3 && lo < hi) || (self.axis < 3 && (start..end).contains(&c[self.axis])) {
+                            let s = self.strides[k];
+                            let base = c0 * s[0] + c1 * s[1] + c2 * s[2] + lo * s[3] - self.offset(k);
+                            let dst = &mut row[lo..hi];
+                            if s[3] == 1 {
+                                dst.copy_from_slice(&inputs[k][base..base + (hi - lo)]);
+                            } else {
+                                dst.iter_mut().enumerate().for_each(|(j, v)| *v = inputs[k][base + j * s[3]]);
+                            }
+                        }
+                        start = end;
+                    }
+                }
+            }
+        }
+    }
+
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
         let y = &mut outputs[0];
         let [n0, n1, n2, n3] = self.out;
