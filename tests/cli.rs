@@ -75,6 +75,38 @@ fn predict_one_query_from_raw_sources() {
     assert_eq!(ours["pred_saliency_scores"].as_array().unwrap().len(), 75);
 }
 
+/// `--raw-out` writes the forward's raw outputs under the official names: the float64 spec's
+/// values within the TR-DETR tolerance; a video that would run as windows is refused (no file).
+#[test]
+fn predict_writes_raw_outputs_for_comparison() {
+    use moment_gpu::testing::{assert_close, Tolerance};
+    let case = common::cases("tr_detr").into_iter().find(|c| c.name == "small_l75_n32").unwrap();
+    let raw = &case.value["raw_inputs"][0];
+    let file = |kind: &str, i: usize| case.dir.join(raw[kind][i].as_str().unwrap()).display().to_string();
+    let weights = case.weights.display().to_string();
+    let (v0, v1, q0) = (file("video", 0), file("video", 1), file("query", 0));
+    let dir = temp_dir("raw-out");
+    let out = dir.join("raw.npz");
+    let out_s = out.display().to_string();
+    let base = ["--device", "cpu", "predict", "--weights", &weights, "--video", &v0, "--video", &v1, "--query", &q0];
+    let o = moment(&[&base[..], &["--raw-out", &out_s]].concat());
+    assert!(!o.status.success() && text(&o).contains("--truncate"), "{}", text(&o));
+    assert!(!out.exists(), "no output file after an error");
+    let o = moment(&[&base[..], &["--truncate", "--raw-out", &out_s]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    for (name, tol) in [
+        ("pred_logits", Tolerance::new(1e-4, 1e-4)),
+        ("pred_spans", Tolerance::new(1e-4, 1e-4)),
+        ("saliency_scores", Tolerance::new(1e-4, 1e-5)),
+    ] {
+        let got = read_array(&out, Some(name), &[]).unwrap();
+        let (shape, want) = case.expected(name);
+        assert_eq!(got.shape, shape, "{name}");
+        assert_close(name, &got.data, &want, tol);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Batch mode over the official layout; a query whose features are missing is reported and the
 /// others are still written, in annotation order.
 #[test]

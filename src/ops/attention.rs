@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{self, packed_len, Epilogue, PackedB};
-use super::{grid_1d, sigmoid, Kernel, Params, Prepared, Shader, SharedOut};
+use super::{grid_1d, sigmoid, vmath, Kernel, Params, Prepared, Shader, SharedOut};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
 
@@ -262,11 +262,9 @@ impl FusedAttention {
                     row.fill(0.0); // no valid key: zero row
                     continue;
                 }
-                let mut sum = 0.0f32;
-                for s in row.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
+                row.iter_mut().for_each(|s| *s -= max);
+                vmath::exp_in_place(row); // masked keys: exp(-inf) = 0
+                let sum: f32 = row.iter().sum();
                 let g = if self.has_gate { sigmoid(gate[b * lq + i]) } else { 1.0 };
                 let f = g / sum;
                 row.iter_mut().for_each(|s| *s *= f);

@@ -21,7 +21,7 @@ pub const PANEL: usize = 16;
 
 /// Rows of `a` per cache block on large products: the block (≤ 96 × K floats) stays in L2 while
 /// every panel passes over it.
-const ROW_BLOCK: usize = 96;
+const ROW_BLOCK: usize = 384;
 
 /// Terms of the dot product summed in registers before they are added to the running sum.
 const K_CHUNK: usize = 256;

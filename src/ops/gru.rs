@@ -163,15 +163,9 @@ impl Kernel for GruRecurrent {
             for t in 0..steps {
                 gemm::gemm(batch, h, hd, w_hh, gh, &bias);
                 for b in (0..batch).filter(|&b| t < len(b)) {
-                    let (g, gh) = (&gi[(b * t_max + t) * g3..][..g3], &gh[b * g3..][..g3]);
                     let h = &mut h[b * hd..][..hd];
-                    for j in 0..hd {
-                        let r = sigmoid(g[j] + gh[j]);
-                        let z = sigmoid(g[hd + j] + gh[hd + j]);
-                        let n = (g[2 * hd + j] + r * gh[2 * hd + j]).tanh();
-                        h[j] = (1.0 - z) * n + z * h[j];
-                    }
-                    seq[(b * t_max + t) * hd..][..hd].copy_from_slice(h);
+                super::vmath::gru_gates(&gi[(b * t_max + t) * g3..][..g3], &gh[b * g3..][..g3], h);
+                seq[(b * t_max + t) * hd..][..hd].copy_from_slice(h);
                 }
             }
             for b in 0..batch {

@@ -33,6 +33,7 @@ pub mod proposals;
 pub mod reduce;
 pub mod softmax;
 pub mod span;
+pub mod vmath;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
