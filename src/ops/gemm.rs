@@ -117,7 +117,11 @@ impl Epilogue<'_> {
 
 /// `c (M, N) = epilogue(a · b)` with `a[i][k] = a[i·lda + k]` and `c` dense row-major.
 pub fn gemm<D: AsRef<[f32]>>(m: usize, a: &[f32], lda: usize, b: &PackedB<D>, c: &mut [f32], epilogue: &Epilogue) {
-    let b = &b.view();
+    gemm_with(kernel().block, m, a, lda, &b.view(), c, epilogue)
+}
+
+/// [`gemm`] with a given micro-kernel build (tests run every build this CPU has).
+fn gemm_with(block: BlockFn, m: usize, a: &[f32], lda: usize, b: &PackedB<&[f32]>, c: &mut [f32], epilogue: &Epilogue) {
     let (k, n) = (b.k, b.n);
     assert!(m == 0 || a.len() >= (m - 1) * lda + k, "left operand too short");
     assert!(c.len() >= m * n, "output too short");
@@ -128,7 +132,7 @@ pub fn gemm<D: AsRef<[f32]>>(m: usize, a: &[f32], lda: usize, b: &PackedB<D>, c:
     let panels = n.div_ceil(PANEL);
     let tile = |rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, c: SharedOut| {
         // SAFETY: tasks write disjoint (rows × panel columns) regions of `c`, checked above.
-        unsafe { (kernel().block)(a, lda, b, rows, panels, c, epilogue) }
+        unsafe { block(a, lda, b, rows, panels, c, epilogue) }
     };
     let out = SharedOut::new(&mut c[..m * n]);
     let threads = rayon::current_num_threads();
@@ -186,7 +190,7 @@ pub fn isa() -> &'static str {
 /// `out` must address an `(rows.end) × n` row-major matrix no other thread writes in these
 /// rows × panel columns.
 #[inline(always)]
-unsafe fn block<const MR: usize, const NP: usize>(
+unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
     a: &[f32],
     lda: usize,
     b: &PackedB<&[f32]>,
@@ -205,9 +209,9 @@ unsafe fn block<const MR: usize, const NP: usize>(
             let a = unsafe { a.as_ptr().add(i * lda) };
             // SAFETY (all arms): rows i .. i + mr and panels p .. p + np exist.
             match (np == NP, mr) {
-                (true, _) if mr == MR => unsafe { micro::<MR, NP>(a, lda, b, p, &mut acc) },
-                (true, _) => unsafe { edge_rows::<MR, NP, NP>(mr, a, lda, b, p, &mut acc) },
-                (false, _) => unsafe { edge_rows::<MR, NP, 1>(mr, a, lda, b, p, &mut acc) },
+                (true, _) if mr == MR => unsafe { micro::<MR, NP, FUSED>(a, lda, b, p, &mut acc) },
+                (true, _) => unsafe { edge_rows::<MR, NP, NP, FUSED>(mr, a, lda, b, p, &mut acc) },
+                (false, _) => unsafe { edge_rows::<MR, NP, 1, FUSED>(mr, a, lda, b, p, &mut acc) },
             }
             store(&acc, i, mr, p, np, b.n, out, epilogue);
             i += MR;
@@ -222,7 +226,7 @@ unsafe fn block<const MR: usize, const NP: usize>(
 /// # Safety
 /// As [`micro`] for `mr` rows and `Q` panels.
 #[inline(always)]
-unsafe fn edge_rows<const MR: usize, const NP: usize, const Q: usize>(
+unsafe fn edge_rows<const MR: usize, const NP: usize, const Q: usize, const FUSED: bool>(
     mr: usize,
     a: *const f32,
     lda: usize,
@@ -235,7 +239,7 @@ unsafe fn edge_rows<const MR: usize, const NP: usize, const Q: usize>(
             match mr {
                 $($r if $r <= MR => {
                     let mut part = [[[0.0f32; PANEL]; Q]; $r];
-                    unsafe { micro::<$r, Q>(a, lda, b, p, &mut part) };
+                    unsafe { micro::<$r, Q, FUSED>(a, lda, b, p, &mut part) };
                     for (row, part) in acc.iter_mut().zip(&part) {
                         row[..Q].copy_from_slice(part);
                     }
@@ -252,7 +256,7 @@ unsafe fn edge_rows<const MR: usize, const NP: usize, const Q: usize>(
 /// # Safety
 /// Rows `0..MR` of `a` (stride `lda`) hold `b.k` values each and panels `p .. p + NP` exist.
 #[inline(always)]
-unsafe fn micro<const MR: usize, const NP: usize>(
+unsafe fn micro<const MR: usize, const NP: usize, const FUSED: bool>(
     a: *const f32,
     lda: usize,
     b: &PackedB<&[f32]>,
@@ -276,7 +280,9 @@ unsafe fn micro<const MR: usize, const NP: usize>(
                 let x = unsafe { *a.add(r * lda + kk) };
                 for q in 0..NP {
                     for j in 0..PANEL {
-                        part[q][j] = x.mul_add(bv[q][j], part[q][j]);
+                        // `mul_add` is one instruction only where the target has FMA; elsewhere
+                        // it is a libm call, so the portable build multiplies and adds.
+                        part[q][j] = if FUSED { x.mul_add(bv[q][j], part[q][j]) } else { x * bv[q][j] + part[q][j] };
                     }
                 }
             }
@@ -340,8 +346,11 @@ unsafe fn block_portable(
     out: SharedOut,
     e: &Epilogue,
 ) {
-    unsafe { block::<6, 1>(a, lda, b, rows, panels, out, e) }
+    unsafe { block::<6, 1, PORTABLE_FMA>(a, lda, b, rows, panels, out, e) }
 }
+
+/// Whether the portable build's target has a fused multiply-add instruction.
+const PORTABLE_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -358,7 +367,7 @@ mod x86 {
         out: SharedOut,
         e: &Epilogue,
     ) {
-        unsafe { block::<12, 2>(a, lda, b, rows, panels, out, e) }
+        unsafe { block::<12, 2, true>(a, lda, b, rows, panels, out, e) }
     }
 
     /// 6 rows × 1 panel (two ymm each): 12 of the 16 ymm registers accumulate.
@@ -372,7 +381,7 @@ mod x86 {
         out: SharedOut,
         e: &Epilogue,
     ) {
-        unsafe { block::<6, 1>(a, lda, b, rows, panels, out, e) }
+        unsafe { block::<6, 1, true>(a, lda, b, rows, panels, out, e) }
     }
 }
 
@@ -402,12 +411,29 @@ mod tests {
         c
     }
 
+    /// Every micro-kernel build this CPU can run.
+    fn builds() -> Vec<(&'static str, BlockFn)> {
+        let mut builds: Vec<(&'static str, BlockFn)> = vec![("portable", block_portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                builds.push(("AVX2+FMA", x86::block_avx2));
+            }
+            if has!("avx512f") && has!("fma") {
+                builds.push(("AVX-512", x86::block_avx512));
+            }
+        }
+        builds
+    }
+
     /// Every edge: rows not a multiple of the micro-tile or the row block, columns not a
-    /// multiple of a panel, K of 1, single- and multi-threaded sizes, every epilogue part.
+    /// multiple of a panel, K of 1 and K over one chunk, single- and multi-threaded sizes, every
+    /// epilogue part, on every micro-kernel build this CPU runs.
     #[test]
     fn packed_gemm_matches_f64_on_edge_shapes() {
         let mut rng = Rng::new(3);
-        for &(m, k, n) in &[(1, 1, 1), (5, 7, 3), (13, 33, 17), (75, 256, 40), (97, 64, 33), (250, 96, 100)] {
+        for &(m, k, n) in &[(1, 1, 1), (5, 7, 3), (13, 33, 17), (75, 300, 40), (97, 64, 33), (250, 96, 100)] {
             let a = rng.vec(m * k, -1.0, 1.0);
             let w = rng.vec(n * k, -1.0, 1.0); // PyTorch Linear layout (N, K)
             let bias = rng.vec(n, -1.0, 1.0);
@@ -426,12 +452,15 @@ mod tests {
                     ..Epilogue::NONE
                 },
             ] {
-                let mut c = vec![f32::NAN; m * n];
-                gemm(m, &a, k, &packed, &mut c, &e);
                 let want = reference(m, k, n, &a, &w, &e);
-                for (i, (got, want)) in c.iter().zip(&want).enumerate() {
-                    let tol = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
-                    assert!((*got as f64 - want).abs() <= tol, "{m}x{k}x{n} act {} at {i}: {got} vs {want}", e.act);
+                for (build, block) in builds() {
+                    let mut c = vec![f32::NAN; m * n];
+                    gemm_with(block, m, &a, k, &packed.view(), &mut c, &e);
+                    for (i, (got, want)) in c.iter().zip(&want).enumerate() {
+                        let tol = 1e-5 * (k as f64).sqrt() * (1.0 + want.abs());
+                        let what = format!("{build} {m}x{k}x{n} act {} at {i}: {got} vs {want}", e.act);
+                        assert!((*got as f64 - want).abs() <= tol, "{what}");
+                    }
                 }
             }
         }

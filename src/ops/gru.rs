@@ -164,8 +164,8 @@ impl Kernel for GruRecurrent {
                 gemm::gemm(batch, h, hd, w_hh, gh, &bias);
                 for b in (0..batch).filter(|&b| t < len(b)) {
                     let h = &mut h[b * hd..][..hd];
-                super::vmath::gru_gates(&gi[(b * t_max + t) * g3..][..g3], &gh[b * g3..][..g3], h);
-                seq[(b * t_max + t) * hd..][..hd].copy_from_slice(h);
+                    super::vmath::gru_gates(&gi[(b * t_max + t) * g3..][..g3], &gh[b * g3..][..g3], h);
+                    seq[(b * t_max + t) * hd..][..hd].copy_from_slice(h);
                 }
             }
             for b in 0..batch {
