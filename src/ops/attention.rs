@@ -243,19 +243,27 @@ impl FusedAttention {
         let (q, k, v, kmask, qmask, gate) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5]);
         let (h_n, dk, dv, lq, lk) = (self.heads, self.dk, self.dv, self.lq, self.lk);
         let b2 = (b * h_n + h) % self.batch;
-        let lens = [packed_len(dk, lk), lq * lk, packed_len(lk, dv), lq * dv];
-        super::with_scratch(lens, |[k_buf, scores, v_buf, o]| {
+        let lens = [packed_len(dk, lk), lq * lk, packed_len(lk, dv), lq * dv, 2 * lk];
+        super::with_scratch(lens, |[k_buf, scores, v_buf, o, key_bias]| {
             let key_at = |j: usize| (b * lk + j) * self.k_win[0] + self.k_win[1] + h * dk;
             let keys = PackedB::pack_into(k_buf, dk, lk, |d, j| k[key_at(j) + d]);
             let q0 = b * lq * self.q_win[0] + self.q_win[1] + h * dk;
             gemm::gemm(lq, &q[q0..], self.q_win[0], &keys, scores, &Epilogue::NONE);
+            // The key mask as 0 / -inf added to the scores: one row for queries that are not
+            // padded, one for those whose crossed sample b2 is (see `key_valid`).
+            let (plain, crossed) = key_bias.split_at_mut(lk);
+            for j in 0..lk {
+                let bias = |valid: bool| if valid { 0.0 } else { f32::NEG_INFINITY };
+                plain[j] = bias(key_valid(self.has_mask, kmask, b, b2, lk, j, false));
+                crossed[j] = bias(key_valid(self.has_mask, kmask, b, b2, lk, j, true));
+            }
             // Masked softmax per query row; 1/sum and the gate fold into the probabilities.
             for (i, row) in scores.chunks_exact_mut(lk).enumerate() {
                 let q_pad_b2 = self.has_qmask && qmask[b2 * lq + i] <= 0.5;
-                let valid = |j: usize| key_valid(self.has_mask, kmask, b, b2, lk, j, q_pad_b2);
+                let bias: &[f32] = if q_pad_b2 { crossed } else { plain };
                 let mut max = f32::NEG_INFINITY;
-                for (j, s) in row.iter_mut().enumerate() {
-                    *s = if valid(j) { *s * self.scale } else { f32::NEG_INFINITY };
+                for (s, &m) in row.iter_mut().zip(bias) {
+                    *s = *s * self.scale + m;
                     max = max.max(*s);
                 }
                 if max == f32::NEG_INFINITY {

@@ -5,7 +5,7 @@
 //! `shaders/elementwise_binary_vec4.wgsl` (vec4 loads), each completed by
 //! `shaders/elementwise_common.wgsl`.
 
-use super::{grid_1d, sigmoid as sigmoid_f32, Kernel, Params, Shader};
+use super::{grid_1d, sigmoid as sigmoid_f32, vmath, Kernel, Params, Shader};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
 
@@ -201,6 +201,27 @@ impl Kernel for UnaryOp {
     }
 }
 
+/// `out[i] = op(a[i], b[i])`, with `a` empty meaning `out` already holds `a`; one loop per op.
+fn binary_rows(op: Binary, out: &mut [f32], a: &[f32], b: &[f32]) {
+    macro_rules! each {
+        ($f:expr) => {
+            if a.is_empty() {
+                out.iter_mut().zip(b).for_each(|(o, &y)| *o = $f(*o, y))
+            } else {
+                out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&x, &y))| *o = $f(x, y))
+            }
+        };
+    }
+    match op {
+        Binary::Add => each!(|x: f32, y: f32| x + y),
+        Binary::Sub => each!(|x: f32, y: f32| x - y),
+        Binary::Mul => each!(|x: f32, y: f32| x * y),
+        Binary::Div => each!(|x: f32, y: f32| x / y),
+        Binary::Max => each!(|x: f32, y: f32| x.max(y)),
+        Binary::Min => each!(|x: f32, y: f32| x.min(y)),
+    }
+}
+
 /// `out = post(op(a, pre_b(b)))` with broadcasting: `out` dense `(d0, d1, d2, d3)`, operands read
 /// through element strides (0 on broadcast dims).
 #[derive(Clone, Debug)]
@@ -248,49 +269,48 @@ impl Kernel for BinaryOp {
         let threads = if self.vec4_ok() { self.n().div_ceil(4) } else { self.n() };
         grid_1d(threads.div_ceil(WG))
     }
-    /// The CPU backend: row by row with the op chosen once per call (so each loop vectorises),
-    /// the unary parts applied in place after; strided inner reads go to the twin.
+    /// The CPU backend: row by row, `pre_b(b)` over the row first (GELU vectorised), then the
+    /// op chosen once per call so each loop vectorises; strided inner reads go to the twin.
     fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], _: Option<&super::Prepared>) {
         let (a, b) = (inputs[0], inputs[1]);
         let [d0, d1, d2, d3] = self.dims;
         let (sa, sb) = (self.sa, self.sb);
-        if sa[3] != 1 || sb[3] > 1 {
+        if sa[3] > 1 || sb[3] > 1 {
             return self.cpu(inputs, outputs);
         }
         let slope = inputs[2].first().copied().unwrap_or(0.0);
         let out = &mut outputs[0];
-        let mut rows = out.chunks_exact_mut(d3.max(1));
-        for i0 in 0..d0 {
-            for i1 in 0..d1 {
-                for i2 in 0..d2 {
-                    let row = rows.next().expect("output holds every row");
-                    let ra = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
-                    let rb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
-                    let a = &a[ra..ra + d3];
-                    if sb[3] == 0 || self.pre_b.0 != 0 {
-                        // A broadcast b, or one with a unary first: elementwise through `pre_b`.
-                        let bv = |i: usize| apply_unary(b[rb + i * sb[3]], self.pre_b, slope);
-                        match self.op {
-                            Binary::Add => row.iter_mut().zip(a).enumerate().for_each(|(i, (o, x))| *o = x + bv(i)),
-                            Binary::Mul => row.iter_mut().zip(a).enumerate().for_each(|(i, (o, x))| *o = x * bv(i)),
-                            op => row.iter_mut().zip(a).enumerate().for_each(|(i, (o, x))| *o = op.apply(*x, bv(i))),
+        super::with_scratch([d3], |[b_row]| {
+            let mut rows = out.chunks_exact_mut(d3.max(1));
+            for i0 in 0..d0 {
+                for i1 in 0..d1 {
+                    for i2 in 0..d2 {
+                        let row = rows.next().expect("output holds every row");
+                        let ra = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
+                        let rb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
+                        if sb[3] == 1 {
+                            b_row.copy_from_slice(&b[rb..rb + d3]);
+                        } else {
+                            b_row.fill(b[rb]);
                         }
-                    } else {
-                        let b = &b[rb..rb + d3];
-                        let pairs = row.iter_mut().zip(a.iter().zip(b));
-                        match self.op {
-                            Binary::Add => pairs.for_each(|(o, (x, y))| *o = x + y),
-                            Binary::Sub => pairs.for_each(|(o, (x, y))| *o = x - y),
-                            Binary::Mul => pairs.for_each(|(o, (x, y))| *o = x * y),
-                            op => pairs.for_each(|(o, (x, y))| *o = op.apply(*x, *y)),
+                        match self.pre_b.0 {
+                            0 => {}
+                            5 => vmath::gelu_in_place(b_row),
+                            _ => b_row.iter_mut().for_each(|v| *v = apply_unary(*v, self.pre_b, slope)),
                         }
-                    }
-                    if self.post.0 != 0 {
-                        row.iter_mut().for_each(|v| *v = apply_unary(*v, self.post, slope));
+                        if sa[3] == 1 {
+                            binary_rows(self.op, row, &a[ra..ra + d3], b_row);
+                        } else {
+                            row.fill(a[ra]);
+                            binary_rows(self.op, row, &[], b_row);
+                        }
+                        if self.post.0 != 0 {
+                            row.iter_mut().for_each(|v| *v = apply_unary(*v, self.post, slope));
+                        }
                     }
                 }
             }
-        }
+        });
     }
 
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {

@@ -64,6 +64,35 @@ fn gru_gates_body<const F: bool>(gi: &[f32], gh: &[f32], h: &mut [f32]) {
     }
 }
 
+/// Exact GELU `x/2 · (1 + erf(x/√2))`, erf by the same two polynomials as the twin's
+/// `erf_f32`, evaluated branch-free (both sides, then a select) so it vectorises.
+#[inline(always)]
+fn gelu1<const F: bool>(x: f32) -> f32 {
+    let a = x * std::f32::consts::FRAC_1_SQRT_2;
+    let t = a.abs();
+    let s = a * a;
+    let mut r = madd::<F>(-1.728_534_7e-5, t, 3.831_971_3e-4);
+    let u = madd::<F>(-3.883_964_4e-3, t, 2.425_462_2e-2);
+    r = madd::<F>(r, s, u);
+    r = madd::<F>(r, t, -1.067_778_8e-1);
+    r = madd::<F>(r, t, -6.348_466_9e-1);
+    r = madd::<F>(r, t, -1.287_175_1e-1);
+    r = madd::<F>(r, t, -t);
+    let far = (1.0 - exp1::<F>(r)).copysign(a);
+    let mut q = -5.967_617e-4f32;
+    for c in [4.991_194_2e-3, -2.676_813_5e-2, 1.128_199_3e-1, -3.761_253_4e-1, 1.283_791_7e-1] {
+        q = madd::<F>(q, s, c);
+    }
+    let near = madd::<F>(q, a, a);
+    let erf = if t > 0.927_734_4 { far } else { near };
+    x * 0.5 * (1.0 + erf)
+}
+
+#[inline(always)]
+fn gelu_body<const F: bool>(xs: &mut [f32]) {
+    xs.iter_mut().for_each(|x| *x = gelu1::<F>(*x));
+}
+
 #[inline(always)]
 fn exp_body<const F: bool>(xs: &mut [f32]) {
     xs.iter_mut().for_each(|x| *x = exp1::<F>(*x));
@@ -71,6 +100,7 @@ fn exp_body<const F: bool>(xs: &mut [f32]) {
 
 struct Kernels {
     exp: unsafe fn(&mut [f32]),
+    gelu: unsafe fn(&mut [f32]),
     gru_gates: unsafe fn(&[f32], &[f32], &mut [f32]),
 }
 
@@ -82,6 +112,10 @@ macro_rules! versions {
                 #[target_feature(enable = $features)]
                 pub unsafe fn exp(xs: &mut [f32]) {
                     super::exp_body::<true>(xs)
+                }
+                #[target_feature(enable = $features)]
+                pub unsafe fn gelu(xs: &mut [f32]) {
+                    super::gelu_body::<true>(xs)
                 }
                 #[target_feature(enable = $features)]
                 pub unsafe fn gru_gates(gi: &[f32], gh: &[f32], h: &mut [f32]) {
@@ -104,6 +138,10 @@ unsafe fn exp_portable(xs: &mut [f32]) {
     exp_body::<PORTABLE_FMA>(xs)
 }
 
+unsafe fn gelu_portable(xs: &mut [f32]) {
+    gelu_body::<PORTABLE_FMA>(xs)
+}
+
 unsafe fn gru_gates_portable(gi: &[f32], gh: &[f32], h: &mut [f32]) {
     gru_gates_body::<PORTABLE_FMA>(gi, gh, h)
 }
@@ -115,13 +153,13 @@ fn kernels() -> &'static Kernels {
         {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") && has!("fma") {
-                return Kernels { exp: avx512::exp, gru_gates: avx512::gru_gates };
+                return Kernels { exp: avx512::exp, gelu: avx512::gelu, gru_gates: avx512::gru_gates };
             }
             if has!("avx2") && has!("fma") {
-                return Kernels { exp: avx2::exp, gru_gates: avx2::gru_gates };
+                return Kernels { exp: avx2::exp, gelu: avx2::gelu, gru_gates: avx2::gru_gates };
             }
         }
-        Kernels { exp: exp_portable, gru_gates: gru_gates_portable }
+        Kernels { exp: exp_portable, gelu: gelu_portable, gru_gates: gru_gates_portable }
     })
 }
 
@@ -129,6 +167,12 @@ fn kernels() -> &'static Kernels {
 pub fn exp_in_place(xs: &mut [f32]) {
     // SAFETY: the chosen version's target features were detected on this CPU.
     unsafe { (kernels().exp)(xs) }
+}
+
+/// `x ← GELU(x)` (exact, erf form) for every value.
+pub fn gelu_in_place(xs: &mut [f32]) {
+    // SAFETY: as in `exp_in_place`.
+    unsafe { (kernels().gelu)(xs) }
 }
 
 /// One GRU step for one sample; `gi`, `gh` hold `3·H` gate pre-activations, `h` the `H` state.
@@ -174,6 +218,17 @@ mod tests {
                 let want = (x as f64).exp() as f32;
                 assert!(ulps(y, want) <= 2, "{build}: exp({x}) = {y}, correctly rounded {want}");
             }
+        }
+    }
+
+    #[test]
+    fn gelu_matches_the_twin() {
+        let xs: Vec<f32> = (0..20_001).map(|i| -10.0 + 20.0 * i as f32 / 20_000.0).collect();
+        let mut ys = xs.clone();
+        gelu_in_place(&mut ys);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let want = crate::ops::elementwise::gelu_f32(x);
+            assert!((y - want).abs() <= 2e-7 * (1.0 + want.abs()), "gelu({x}) = {y}, twin {want}");
         }
     }
 
