@@ -64,11 +64,14 @@ impl Device {
         }
     }
 
-    /// A short human name: the adapter name and backend, or "CPU backend".
+    /// A short human name: the adapter name and backend, or "CPU backend (<GEMM build>, <n>
+    /// threads)".
     pub fn name(&self) -> String {
         match self {
             Device::Gpu(gpu) => format!("{} ({:?})", gpu.info.name, gpu.info.backend),
-            Device::Cpu => "CPU backend".to_string(),
+            Device::Cpu => {
+                format!("CPU backend ({}, {} threads)", crate::ops::gemm::isa(), rayon::current_num_threads())
+            }
         }
     }
 }
