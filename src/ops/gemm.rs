@@ -328,6 +328,8 @@ unsafe fn store<const MR: usize, const NP: usize>(
         match e.act {
             0 => {}
             1 => c.iter_mut().for_each(|x| *x = x.max(0.0)),
+            // PReLU as a select, so it vectorises like the others.
+            2 => c.iter_mut().for_each(|x| *x = if *x >= 0.0 { *x } else { e.slope * *x }),
             _ => c.iter_mut().for_each(|x| *x = activate(*x, e.act, e.slope)),
         }
         if let (Some(res), false) = (residual, e.residual_first) {
