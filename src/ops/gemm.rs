@@ -27,7 +27,7 @@ const ROW_BLOCK: usize = 384;
 const K_CHUNK: usize = 256;
 
 /// Below this many multiply-adds a product runs on one thread (fork/join costs more).
-const PARALLEL_MIN_MACS: usize = 1 << 20;
+const PARALLEL_MIN_MACS: usize = 1 << 22;
 
 /// The right operand `b (K, N)`, packed: panel `p` holds columns `p·PANEL ..` as K rows of
 /// `PANEL` values (zero-padded past N). Owns its panels (weights packed at plan time) or
