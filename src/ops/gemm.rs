@@ -16,12 +16,18 @@ use rayon::prelude::*;
 
 use super::{activate, SharedOut};
 
-/// Columns per packed panel: one AVX-512 register, two AVX2 registers.
+/// Columns per packed panel: one AVX-512 register, two AVX2 registers. Micro-tiles are at most
+/// two panels wide.
 pub const PANEL: usize = 16;
 
-/// Rows of `a` per cache block on large products: the block (≤ 96 × K floats) stays in L2 while
-/// every panel passes over it.
-const ROW_BLOCK: usize = 384;
+/// Bytes of `a` per cache block: a row block stays in L2 while every panel of `b` passes over
+/// it, so `b` is streamed once per block.
+const ROW_BLOCK_BYTES: usize = 512 << 10;
+
+/// Rows per cache block for a K-wide `a`: a multiple of every micro-tile height (12, 6).
+fn row_block(k: usize) -> usize {
+    (ROW_BLOCK_BYTES / 4 / k.max(1)).clamp(48, 768) / 12 * 12
+}
 
 /// Terms of the dot product summed in registers before they are added to the running sum.
 const K_CHUNK: usize = 256;
@@ -128,7 +134,8 @@ fn gemm_with(block: BlockFn, m: usize, a: &[f32], lda: usize, b: &PackedB<&[f32]
     if m == 0 || n == 0 {
         return;
     }
-    let row_blocks = m.div_ceil(ROW_BLOCK);
+    let rb_rows = row_block(k);
+    let row_blocks = m.div_ceil(rb_rows);
     let panels = n.div_ceil(PANEL);
     let tile = |rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, c: SharedOut| {
         // SAFETY: tasks write disjoint (rows × panel columns) regions of `c`, checked above.
@@ -139,7 +146,7 @@ fn gemm_with(block: BlockFn, m: usize, a: &[f32], lda: usize, b: &PackedB<&[f32]
     // Already on a pool thread (a kernel parallel over heads or samples): stay there.
     if m * n * k < PARALLEL_MIN_MACS || threads == 1 || rayon::current_thread_index().is_some() {
         for rb in 0..row_blocks {
-            tile(rb * ROW_BLOCK..((rb + 1) * ROW_BLOCK).min(m), 0..panels, out);
+            tile(rb * rb_rows..((rb + 1) * rb_rows).min(m), 0..panels, out);
         }
         return;
     }
@@ -149,7 +156,7 @@ fn gemm_with(block: BlockFn, m: usize, a: &[f32], lda: usize, b: &PackedB<&[f32]
     let groups = panels.div_ceil(per_group);
     (0..row_blocks * groups).into_par_iter().for_each(|t| {
         let (rb, g) = (t / groups, t % groups);
-        let rows = rb * ROW_BLOCK..((rb + 1) * ROW_BLOCK).min(m);
+        let rows = rb * rb_rows..((rb + 1) * rb_rows).min(m);
         tile(rows, g * per_group..((g + 1) * per_group).min(panels), out);
     });
 }
@@ -310,31 +317,35 @@ unsafe fn store<const MR: usize, const NP: usize>(
 ) {
     let col0 = p * PANEL;
     let cols = (np * PANEL).min(n - col0);
+    let bias = e.bias.map(|b| &b[col0..col0 + cols]);
     for (r, acc_row) in acc.iter().enumerate().take(mr) {
         let at = (row0 + r) * n + col0;
-        // SAFETY: (row0 + r, col0 .. col0 + cols) lies inside this task's region of `out`.
-        let c = unsafe { out.part(at, cols) };
-        for (q, chunk) in c.chunks_mut(PANEL).enumerate() {
-            chunk.copy_from_slice(&acc_row[q][..chunk.len()]);
+        // The epilogue runs on a copy of the tile row in registers / L1, one branch-free pass
+        // per part so each vectorises; the output row is then written once.
+        let mut row = [0.0f32; 2 * PANEL];
+        let row = &mut row[..cols];
+        for (q, chunk) in row.chunks_mut(PANEL).enumerate() {
+            chunk.copy_from_slice(&acc_row[q.min(NP - 1)][..chunk.len()]);
         }
-        // One branch-free pass per epilogue part, so each vectorises.
-        if let Some(bias) = e.bias {
-            c.iter_mut().zip(&bias[col0..col0 + cols]).for_each(|(x, b)| *x += b);
+        if let Some(bias) = bias {
+            row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
         }
         let residual = e.residual.map(|res| &res[at..at + cols]);
         if let (Some(res), true) = (residual, e.residual_first) {
-            c.iter_mut().zip(res).for_each(|(x, r)| *x += r);
+            row.iter_mut().zip(res).for_each(|(x, r)| *x += r);
         }
         match e.act {
             0 => {}
-            1 => c.iter_mut().for_each(|x| *x = x.max(0.0)),
+            1 => row.iter_mut().for_each(|x| *x = x.max(0.0)),
             // PReLU as a select, so it vectorises like the others.
-            2 => c.iter_mut().for_each(|x| *x = if *x >= 0.0 { *x } else { e.slope * *x }),
-            _ => c.iter_mut().for_each(|x| *x = activate(*x, e.act, e.slope)),
+            2 => row.iter_mut().for_each(|x| *x = if *x >= 0.0 { *x } else { e.slope * *x }),
+            _ => row.iter_mut().for_each(|x| *x = activate(*x, e.act, e.slope)),
         }
         if let (Some(res), false) = (residual, e.residual_first) {
-            c.iter_mut().zip(res).for_each(|(x, r)| *x += r);
+            row.iter_mut().zip(res).for_each(|(x, r)| *x += r);
         }
+        // SAFETY: (row0 + r, col0 .. col0 + cols) lies inside this task's region of `out`.
+        unsafe { out.part(at, cols) }.copy_from_slice(row);
     }
 }
 
@@ -429,13 +440,16 @@ mod tests {
         builds
     }
 
-    /// Every edge: rows not a multiple of the micro-tile or the row block, columns not a
+    /// Every edge: rows not a multiple of the micro-tile or of the row block (several blocks at
+    /// 1100 × 300), columns not a
     /// multiple of a panel, K of 1 and K over one chunk, single- and multi-threaded sizes, every
     /// epilogue part, on every micro-kernel build this CPU runs.
     #[test]
     fn packed_gemm_matches_f64_on_edge_shapes() {
         let mut rng = Rng::new(3);
-        for &(m, k, n) in &[(1, 1, 1), (5, 7, 3), (13, 33, 17), (75, 300, 40), (97, 64, 33), (250, 96, 100)] {
+        for &(m, k, n) in
+            &[(1, 1, 1), (5, 7, 3), (13, 33, 17), (75, 300, 40), (97, 64, 33), (250, 96, 100), (1100, 300, 20)]
+        {
             let a = rng.vec(m * k, -1.0, 1.0);
             let w = rng.vec(n * k, -1.0, 1.0); // PyTorch Linear layout (N, K)
             let bias = rng.vec(n, -1.0, 1.0);
