@@ -103,14 +103,8 @@ impl Kernel for Conv1d {
         let Some(packed) = prepared.and_then(|p| p.downcast_ref::<PackedB>()) else {
             return self.cpu(inputs, outputs);
         };
-        let (x, dw, bias, slope, residual) = (inputs[0], inputs[2], inputs[3], inputs[4], inputs[5]);
-        let epilogue = Epilogue {
-            bias: self.has_bias.then_some(bias),
-            act: self.act,
-            slope: slope.first().copied().unwrap_or(0.0),
-            residual: self.has_residual.then_some(residual),
-            residual_first: true,
-        };
+        let (x, dw) = (inputs[0], inputs[2]);
+        let epilogue = conv_epilogue(inputs, self.has_bias, self.act, self.has_residual);
         if !self.separable {
             let shape = [self.batch, self.l_in, self.c_in, self.c_out];
             return conv_by_gemm(x, None, shape, packed, &epilogue, outputs[0]);
@@ -188,6 +182,18 @@ impl Kernel for Conv1d {
 pub(crate) fn pack_taps(cache: &ConstCache, w: &Arc<[f32]>, k: usize, c_in: usize, c_out: usize) -> Arc<PackedB> {
     let pack = |w: &[f32]| PackedB::from_fn(k * c_in, c_out, |row, o| w[(o * c_in + row % c_in) * k + row / c_in]);
     cache.packed(w, "conv1d_taps", [k, c_in, c_out, 0], pack)
+}
+
+/// The epilogue `act(· + bias + residual)` of a convolution whose inputs 3, 4, 5 are the bias,
+/// the PReLU slope and the residual (both conv ops' layout).
+pub(crate) fn conv_epilogue<'a>(inputs: &[&'a [f32]], has_bias: bool, act: u32, has_residual: bool) -> Epilogue<'a> {
+    Epilogue {
+        bias: has_bias.then_some(inputs[3]),
+        act,
+        slope: inputs[4].first().copied().unwrap_or(0.0),
+        residual: has_residual.then_some(inputs[5]),
+        residual_first: true,
+    }
 }
 
 /// The CPU backend's stride-1 "same" convolution of `x (B, L, C_in)` with weights packed by

@@ -365,37 +365,38 @@ unsafe fn block_portable(
 /// Whether the portable build's target has a fused multiply-add instruction.
 const PORTABLE_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
 
+/// A [`block`] build for one instruction set: `$name` with `$features`, micro-tile `$mr` rows ×
+/// `$np` panels.
+macro_rules! block_build {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $mr:literal, $np:literal) => {
+        $(#[$doc])*
+        #[target_feature(enable = $features)]
+        pub unsafe fn $name(
+            a: &[f32],
+            lda: usize,
+            b: &PackedB<&[f32]>,
+            rows: std::ops::Range<usize>,
+            panels: std::ops::Range<usize>,
+            out: SharedOut,
+            e: &Epilogue,
+        ) {
+            unsafe { block::<$mr, $np, true>(a, lda, b, rows, panels, out, e) }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
 
-    /// 12 rows × 2 panels: 24 of the 32 zmm registers accumulate.
-    #[target_feature(enable = "avx512f,fma")]
-    pub unsafe fn block_avx512(
-        a: &[f32],
-        lda: usize,
-        b: &PackedB<&[f32]>,
-        rows: std::ops::Range<usize>,
-        panels: std::ops::Range<usize>,
-        out: SharedOut,
-        e: &Epilogue,
-    ) {
-        unsafe { block::<12, 2, true>(a, lda, b, rows, panels, out, e) }
-    }
-
-    /// 6 rows × 1 panel (two ymm each): 12 of the 16 ymm registers accumulate.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block_avx2(
-        a: &[f32],
-        lda: usize,
-        b: &PackedB<&[f32]>,
-        rows: std::ops::Range<usize>,
-        panels: std::ops::Range<usize>,
-        out: SharedOut,
-        e: &Epilogue,
-    ) {
-        unsafe { block::<6, 1, true>(a, lda, b, rows, panels, out, e) }
-    }
+    block_build!(
+        /// 12 rows × 2 panels: 24 of the 32 zmm registers accumulate.
+        block_avx512, "avx512f,fma", 12, 2
+    );
+    block_build!(
+        /// 6 rows × 1 panel (two ymm each): 12 of the 16 ymm registers accumulate.
+        block_avx2, "avx2,fma", 6, 1
+    );
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::conv1d;
-use super::gemm::{Epilogue, PackedB};
+use super::gemm::PackedB;
 use super::{activate, Act, Kernel, Params, Prepared, Shader};
 use crate::error::{Error, Result};
 use crate::graph::{ConstCache, Graph, TensorId};
@@ -67,16 +67,9 @@ impl Kernel for MaskedConv1d {
         let Some(packed) = prepared.and_then(|p| p.downcast_ref::<PackedB>()) else {
             return self.cpu(inputs, outputs);
         };
-        let (x, mask, bias, slope, residual) = (inputs[0], inputs[1], inputs[3], inputs[4], inputs[5]);
-        let epilogue = Epilogue {
-            bias: self.has_bias.then_some(bias),
-            act: self.act,
-            slope: slope.first().copied().unwrap_or(0.0),
-            residual: self.has_residual.then_some(residual),
-            residual_first: true,
-        };
+        let epilogue = conv1d::conv_epilogue(inputs, self.has_bias, self.act, self.has_residual);
         let shape = [self.batch, self.l, self.c_in, self.c_out];
-        conv1d::conv_by_gemm(x, Some(mask), shape, packed, &epilogue, outputs[0]);
+        conv1d::conv_by_gemm(inputs[0], Some(inputs[1]), shape, packed, &epilogue, outputs[0]);
     }
 
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
