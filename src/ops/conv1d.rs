@@ -113,6 +113,7 @@ impl Kernel for Conv1d {
         let l_virtual = (self.l_in * self.up) as isize;
         super::with_scratch([rows * c_in], |[depthwise]| {
             for (row, d) in depthwise.chunks_exact_mut(c_in).enumerate() {
+                d.fill(0.0);
                 let (b, t) = (row / self.l_out, row % self.l_out);
                 let u0 = (t * self.stride) as isize - self.pad() as isize;
                 for tap in 0..k {
@@ -210,6 +211,8 @@ pub(crate) fn conv_by_gemm(
 ) {
     let pad = (packed.k() / c_in) / 2;
     super::with_scratch([(l + 2 * pad) * c_in], |[padded]| {
+        padded[..pad * c_in].fill(0.0);
+        padded[(pad + l) * c_in..].fill(0.0);
         for b in 0..batch {
             let valid = |t: usize| mask.is_none_or(|m| m[b * l + t] > 0.5);
             for t in 0..l {

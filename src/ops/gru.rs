@@ -160,6 +160,7 @@ impl Kernel for GruRecurrent {
         let steps = (0..batch).map(len).max().unwrap_or(0);
         let bias = Epilogue { bias: Some(b_hh), ..Epilogue::NONE };
         super::with_scratch([batch * hd, batch * g3], |[h, gh]| {
+            h.fill(0.0); // h0 = 0
             for t in 0..steps {
                 gemm::gemm(batch, h, hd, w_hh, gh, &bias);
                 for b in (0..batch).filter(|&b| t < len(b)) {

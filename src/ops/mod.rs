@@ -39,13 +39,16 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with `N` zeroed scratch slices of the given lengths, carved from one per-thread
-/// buffer that only ever grows: the fast CPU kernels allocate nothing per call once warm.
-/// Not re-entrant (a kernel's scratch user must not call another).
+/// Runs `f` with `N` scratch slices of the given lengths, carved from one per-thread buffer
+/// that only ever grows: the fast CPU kernels allocate nothing per call once warm. The slices
+/// hold whatever the last user left (the caller initialises what it reads). Not re-entrant (a
+/// kernel's scratch user must not call another).
 pub(crate) fn with_scratch<const N: usize, R>(lens: [usize; N], f: impl FnOnce([&mut [f32]; N]) -> R) -> R {
     SCRATCH.with_borrow_mut(|buf| {
-        buf.clear();
-        buf.resize(lens.iter().sum(), 0.0);
+        let total = lens.iter().sum();
+        if buf.len() < total {
+            buf.resize(total, f32::NAN); // NaN, so a read before a write shows in every test
+        }
         let mut rest = &mut buf[..];
         let parts = lens.map(|len| {
             let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
