@@ -246,7 +246,7 @@ impl FusedAttention {
         let lens = [packed_len(dk, lk), lq * lk, packed_len(lk, dv), lq * dv, 2 * lk];
         super::with_scratch(lens, |[k_buf, scores, v_buf, o, key_bias]| {
             let key_at = |j: usize| (b * lk + j) * self.k_win[0] + self.k_win[1] + h * dk;
-            let keys = PackedB::pack_into(k_buf, dk, lk, |d, j| k[key_at(j) + d]);
+            let keys = PackedB::pack_columns_into(k_buf, dk, lk, |j| &k[key_at(j)..key_at(j) + dk]);
             let q0 = b * lq * self.q_win[0] + self.q_win[1] + h * dk;
             gemm::gemm(lq, &q[q0..], self.q_win[0], &keys, scores, &Epilogue::NONE);
             // The key mask as 0 / -inf added to the scores: one row for queries that are not
@@ -278,7 +278,7 @@ impl FusedAttention {
                 row.iter_mut().for_each(|s| *s *= f);
             }
             let value_at = |j: usize| (b * lk + j) * self.v_win[0] + self.v_win[1] + h * dv;
-            let values = PackedB::pack_into(v_buf, lk, dv, |j, d| v[value_at(j) + d]);
+            let values = PackedB::pack_rows_into(v_buf, lk, dv, |j| &v[value_at(j)..value_at(j) + dv]);
             gemm::gemm(lq, scores, lk, &values, o, &Epilogue::NONE);
             for (i, o_row) in o.chunks_exact(dv).enumerate() {
                 // SAFETY: (sample b, head h) owns these dv columns of each of its rows.

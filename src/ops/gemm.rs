@@ -51,10 +51,43 @@ pub fn packed_len(k: usize, n: usize) -> usize {
 }
 
 impl<'a> PackedB<&'a [f32]> {
-    /// Packs `b[k][n] = value(k, n)` into `buffer` (at least [`packed_len`] values).
-    pub fn pack_into(buffer: &'a mut [f32], k: usize, n: usize, value: impl Fn(usize, usize) -> f32) -> Self {
+    /// Packs `b (k, n)` whose row `kk` is the contiguous slice `row(kk)` (length ≥ n) into
+    /// `buffer`: each row lands as whole 16-value runs (attention's values).
+    pub fn pack_rows_into<'r>(buffer: &'a mut [f32], k: usize, n: usize, row: impl Fn(usize) -> &'r [f32]) -> Self {
         let data = &mut buffer[..packed_len(k, n)];
-        fill_panels(data, k, n, value);
+        for kk in 0..k {
+            let src = &row(kk)[..n];
+            for (p, chunk) in src.chunks(PANEL).enumerate() {
+                let dst = &mut data[(p * k + kk) * PANEL..][..PANEL];
+                dst[..chunk.len()].copy_from_slice(chunk);
+                dst[chunk.len()..].fill(0.0);
+            }
+        }
+        PackedB { k, n, data }
+    }
+
+    /// Packs `b (k, n)` whose column `j` is the contiguous slice `column(j)` (length ≥ k) into
+    /// `buffer`: reads stay sequential (attention's keys, where `b = Kᵀ`).
+    pub fn pack_columns_into<'c>(
+        buffer: &'a mut [f32],
+        k: usize,
+        n: usize,
+        column: impl Fn(usize) -> &'c [f32],
+    ) -> Self {
+        let data = &mut buffer[..packed_len(k, n)];
+        for p in 0..n.div_ceil(PANEL) {
+            let panel = &mut data[p * k * PANEL..(p + 1) * k * PANEL];
+            for j in 0..PANEL {
+                let col = p * PANEL + j;
+                if col < n {
+                    for (kk, &v) in column(col)[..k].iter().enumerate() {
+                        panel[kk * PANEL + j] = v;
+                    }
+                } else {
+                    (0..k).for_each(|kk| panel[kk * PANEL + j] = 0.0);
+                }
+            }
+        }
         PackedB { k, n, data }
     }
 }
@@ -212,45 +245,40 @@ unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
         let mut i = rows.start;
         while i < rows.end {
             let mr = MR.min(rows.end - i);
-            let mut acc = [[[0.0f32; PANEL]; NP]; MR];
             let a = unsafe { a.as_ptr().add(i * lda) };
-            // SAFETY (all arms): rows i .. i + mr and panels p .. p + np exist.
-            match (np == NP, mr) {
-                (true, _) if mr == MR => unsafe { micro::<MR, NP, FUSED>(a, lda, b, p, &mut acc) },
-                (true, _) => unsafe { edge_rows::<MR, NP, NP, FUSED>(mr, a, lda, b, p, &mut acc) },
-                (false, _) => unsafe { edge_rows::<MR, NP, 1, FUSED>(mr, a, lda, b, p, &mut acc) },
+            // SAFETY: rows i .. i + mr and panels p .. p + np exist.
+            if np == NP {
+                unsafe { tile::<MR, NP, FUSED>(mr, a, lda, b, p, i, out, epilogue) }
+            } else {
+                unsafe { tile::<MR, 1, FUSED>(mr, a, lda, b, p, i, out, epilogue) }
             }
-            store(&acc, i, mr, p, np, b.n, out, epilogue);
             i += MR;
         }
         p += NP;
     }
 }
 
-/// [`micro`] on the last `mr < MR` rows (and `Q ≤ NP` panels) of a block, with a micro-tile
-/// of exactly that height so edge rows still run at full vector width.
+/// The micro-tile of `mr ≤ MR` rows × `Q` panels at row `row0`, panel `p`: the height is a
+/// type parameter, so edge rows run at full vector width too.
 ///
 /// # Safety
 /// As [`micro`] for `mr` rows and `Q` panels.
 #[inline(always)]
-unsafe fn edge_rows<const MR: usize, const NP: usize, const Q: usize, const FUSED: bool>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const MR: usize, const Q: usize, const FUSED: bool>(
     mr: usize,
     a: *const f32,
     lda: usize,
     b: &PackedB<&[f32]>,
     p: usize,
-    acc: &mut [[[f32; PANEL]; NP]; MR],
+    row0: usize,
+    out: SharedOut,
+    e: &Epilogue,
 ) {
     macro_rules! rows {
         ($($r:literal)*) => {
             match mr {
-                $($r if $r <= MR => {
-                    let mut part = [[[0.0f32; PANEL]; Q]; $r];
-                    unsafe { micro::<$r, Q, FUSED>(a, lda, b, p, &mut part) };
-                    for (row, part) in acc.iter_mut().zip(&part) {
-                        row[..Q].copy_from_slice(part);
-                    }
-                })*
+                $($r if $r <= MR => unsafe { micro::<$r, Q, FUSED>(a, lda, b, p, row0, out, e) },)*
                 _ => unreachable!("micro-tiles are at most 12 rows"),
             }
         };
@@ -258,49 +286,72 @@ unsafe fn edge_rows<const MR: usize, const NP: usize, const Q: usize, const FUSE
     rows!(1 2 3 4 5 6 7 8 9 10 11 12)
 }
 
-/// `acc[r][q][j] = Σ_k a[r·lda + k] · panel(p + q)[k][j]`.
+/// Rows `row0 .. row0 + MR`, panels `p .. p + NP` of the output: `Σ_k a[r·lda + k] ·
+/// panel(p + q)[k][j]` in registers, then [`store`] with the epilogue.
 ///
 /// # Safety
-/// Rows `0..MR` of `a` (stride `lda`) hold `b.k` values each and panels `p .. p + NP` exist.
+/// Rows `0..MR` of `a` (stride `lda`) hold `b.k` values each, panels `p .. p + NP` exist, and
+/// `out` is as in [`block`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn micro<const MR: usize, const NP: usize, const FUSED: bool>(
     a: *const f32,
     lda: usize,
     b: &PackedB<&[f32]>,
     p: usize,
-    acc: &mut [[[f32; PANEL]; NP]; MR],
+    row0: usize,
+    out: SharedOut,
+    e: &Epilogue,
 ) {
     let k = b.k;
-    let panels = unsafe { b.data.as_ptr().add(p * k * PANEL) };
-    // K in chunks, each summed in registers from zero and then added to `acc`: a long dot
+    // K in chunks, each summed in registers from zero and then added to the total: a long dot
     // product then rounds like a sum of short ones (as blocked BLAS and the GPU tiles do).
-    let mut k0 = 0;
+    let mut total = unsafe { chunk::<MR, NP, FUSED>(a, lda, b, p, 0..k.min(K_CHUNK)) };
+    let mut k0 = K_CHUNK;
     while k0 < k {
-        let k1 = (k0 + K_CHUNK).min(k);
-        let mut part = [[[0.0f32; PANEL]; NP]; MR];
-        for kk in k0..k1 {
-            // SAFETY: in bounds by the contract above; raw reads keep bounds checks out of
-            // the loop LLVM turns into broadcast-FMAs.
-            let bv: [[f32; PANEL]; NP] =
-                std::array::from_fn(|q| unsafe { *(panels.add((q * k + kk) * PANEL) as *const [f32; PANEL]) });
-            for (r, part) in part.iter_mut().enumerate() {
-                let x = unsafe { *a.add(r * lda + kk) };
-                for q in 0..NP {
-                    for j in 0..PANEL {
-                        // `mul_add` is one instruction only where the target has FMA; elsewhere
-                        // it is a libm call, so the portable build multiplies and adds.
-                        part[q][j] = if FUSED { x.mul_add(bv[q][j], part[q][j]) } else { x * bv[q][j] + part[q][j] };
-                    }
+        let part = unsafe { chunk::<MR, NP, FUSED>(a, lda, b, p, k0..(k0 + K_CHUNK).min(k)) };
+        for (total, part) in total.iter_mut().zip(&part) {
+            for (total, part) in total.iter_mut().zip(part) {
+                total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+            }
+        }
+        k0 += K_CHUNK;
+    }
+    unsafe { store(&total, row0, MR, p, NP, b.n, out, e) }
+}
+
+/// `Σ_{k ∈ ks} a[r·lda + k] · panel(p + q)[k][j]` from zero.
+///
+/// # Safety
+/// As [`micro`].
+#[inline(always)]
+unsafe fn chunk<const MR: usize, const NP: usize, const FUSED: bool>(
+    a: *const f32,
+    lda: usize,
+    b: &PackedB<&[f32]>,
+    p: usize,
+    ks: std::ops::Range<usize>,
+) -> [[[f32; PANEL]; NP]; MR] {
+    let k = b.k;
+    let panels = unsafe { b.data.as_ptr().add(p * k * PANEL) };
+    let mut part = [[[0.0f32; PANEL]; NP]; MR];
+    for kk in ks {
+        // SAFETY: in bounds by the contract above; raw reads keep bounds checks out of the loop
+        // LLVM turns into broadcast-FMAs.
+        let bv: [[f32; PANEL]; NP] =
+            std::array::from_fn(|q| unsafe { *(panels.add((q * k + kk) * PANEL) as *const [f32; PANEL]) });
+        for (r, part) in part.iter_mut().enumerate() {
+            let x = unsafe { *a.add(r * lda + kk) };
+            for q in 0..NP {
+                for j in 0..PANEL {
+                    // `mul_add` is one instruction only where the target has FMA; elsewhere it
+                    // is a libm call, so the portable build multiplies and adds.
+                    part[q][j] = if FUSED { x.mul_add(bv[q][j], part[q][j]) } else { x * bv[q][j] + part[q][j] };
                 }
             }
         }
-        for (acc, part) in acc.iter_mut().zip(&part) {
-            for (acc, part) in acc.iter_mut().zip(part) {
-                acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
-            }
-        }
-        k0 = k1;
     }
+    part
 }
 
 #[inline(always)]
@@ -317,35 +368,49 @@ unsafe fn store<const MR: usize, const NP: usize>(
 ) {
     let col0 = p * PANEL;
     let cols = (np * PANEL).min(n - col0);
-    let bias = e.bias.map(|b| &b[col0..col0 + cols]);
     for (r, acc_row) in acc.iter().enumerate().take(mr) {
         let at = (row0 + r) * n + col0;
-        // The epilogue runs on a copy of the tile row in registers / L1, one branch-free pass
-        // per part so each vectorises; the output row is then written once.
-        let mut row = [0.0f32; 2 * PANEL];
-        let row = &mut row[..cols];
-        for (q, chunk) in row.chunks_mut(PANEL).enumerate() {
-            chunk.copy_from_slice(&acc_row[q.min(NP - 1)][..chunk.len()]);
-        }
-        if let Some(bias) = bias {
-            row.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
-        }
-        let residual = e.residual.map(|res| &res[at..at + cols]);
-        if let (Some(res), true) = (residual, e.residual_first) {
-            row.iter_mut().zip(res).for_each(|(x, r)| *x += r);
-        }
-        match e.act {
-            0 => {}
-            1 => row.iter_mut().for_each(|x| *x = x.max(0.0)),
-            // PReLU as a select, so it vectorises like the others.
-            2 => row.iter_mut().for_each(|x| *x = if *x >= 0.0 { *x } else { e.slope * *x }),
-            _ => row.iter_mut().for_each(|x| *x = activate(*x, e.act, e.slope)),
-        }
-        if let (Some(res), false) = (residual, e.residual_first) {
-            row.iter_mut().zip(res).for_each(|(x, r)| *x += r);
-        }
         // SAFETY: (row0 + r, col0 .. col0 + cols) lies inside this task's region of `out`.
-        unsafe { out.part(at, cols) }.copy_from_slice(row);
+        let dst = unsafe { out.part(at, cols) };
+        for (q, values) in acc_row.iter().enumerate().take(np) {
+            let c = q * PANEL;
+            let bias = e.bias.map(|b| &b[col0 + c..]);
+            let residual = e.residual.map(|res| &res[at + c..]);
+            if cols - c >= PANEL {
+                // A whole panel: fixed-size arrays, so the epilogue stays in one register and
+                // the store is one vector write (no memmove call per row).
+                let mut v = *values;
+                epilogue(&mut v, bias.map(|b| &b[..PANEL]), residual.map(|r| &r[..PANEL]), e);
+                *<&mut [f32; PANEL]>::try_from(&mut dst[c..c + PANEL]).unwrap() = v;
+            } else {
+                let w = cols - c;
+                let mut v = *values;
+                epilogue(&mut v[..w], bias.map(|b| &b[..w]), residual.map(|r| &r[..w]), e);
+                dst[c..].copy_from_slice(&v[..w]);
+            }
+        }
+    }
+}
+
+/// `act(x + bias) + residual` (or `act(x + bias + residual)`) over one run of output values;
+/// one branch-free pass per part, so each vectorises.
+#[inline(always)]
+fn epilogue(x: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>, e: &Epilogue) {
+    if let Some(bias) = bias {
+        x.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+    }
+    if let (Some(res), true) = (residual, e.residual_first) {
+        x.iter_mut().zip(res).for_each(|(x, r)| *x += r);
+    }
+    match e.act {
+        0 => {}
+        1 => x.iter_mut().for_each(|x| *x = x.max(0.0)),
+        // PReLU as a select, so it vectorises like the others.
+        2 => x.iter_mut().for_each(|x| *x = if *x >= 0.0 { *x } else { e.slope * *x }),
+        _ => x.iter_mut().for_each(|x| *x = activate(*x, e.act, e.slope)),
+    }
+    if let (Some(res), false) = (residual, e.residual_first) {
+        x.iter_mut().zip(res).for_each(|(x, r)| *x += r);
     }
 }
 
@@ -423,6 +488,22 @@ mod tests {
             }
         }
         c
+    }
+
+    /// The packers for activations lay values out exactly as the one for weights.
+    #[test]
+    fn row_and_column_packers_match_from_fn() {
+        let mut rng = Rng::new(5);
+        let (k, n) = (7, 37);
+        let b = rng.vec(k * n, -1.0, 1.0); // b[kk][j] row-major
+        let bt: Vec<f32> = (0..n).flat_map(|j| (0..k).map(|kk| b[kk * n + j]).collect::<Vec<_>>()).collect();
+        let want = PackedB::from_fn(k, n, |kk, j| b[kk * n + j]);
+        let mut buf = vec![f32::NAN; packed_len(k, n)];
+        let rows = PackedB::pack_rows_into(&mut buf, k, n, |kk| &b[kk * n..(kk + 1) * n]);
+        assert_eq!(rows.data, &want.data[..]);
+        let mut buf = vec![f32::NAN; packed_len(k, n)];
+        let cols = PackedB::pack_columns_into(&mut buf, k, n, |j| &bt[j * k..(j + 1) * k]);
+        assert_eq!(cols.data, &want.data[..]);
     }
 
     /// Every micro-kernel build this CPU can run.
