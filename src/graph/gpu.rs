@@ -22,13 +22,16 @@ use crate::ops::gemm::PackedB;
 /// `min_uniform_buffer_offset_alignment`).
 const PARAM_STRIDE: u64 = 256;
 
+/// A constant's allocation, the layout its packing reads it in, and that layout's dimensions.
+type PackedKey = (usize, &'static str, [usize; 4]);
+
 /// Device copies of constants, shared by every graph a model plans (one per input shape), so
 /// weights are uploaded once per device (GPU buffers) or packed once (the CPU GEMM's panels).
 /// Keyed by the constant's `Arc` allocation.
 #[derive(Default)]
 pub struct ConstCache {
     buffers: Mutex<HashMap<usize, (Arc<[f32]>, Arc<wgpu::Buffer>)>>,
-    packed: Mutex<HashMap<(usize, &'static str, [usize; 4]), (Arc<[f32]>, Arc<PackedB>)>>,
+    packed: Mutex<HashMap<PackedKey, (Arc<[f32]>, Arc<PackedB>)>>,
 }
 
 impl ConstCache {
