@@ -39,14 +39,37 @@ impl std::str::FromStr for DeviceKind {
     }
 }
 
+/// How a GPU device computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceOptions {
+    /// Store the weights of every Linear / matmul in f16 on the GPU (half the memory and
+    /// bandwidth; products still accumulate in f32). Needs the adapter's SHADER_F16; has its own
+    /// parity tolerance (README). The CPU backend always computes in f32.
+    pub f16_weights: bool,
+}
+
 impl Device {
     /// Opens the device the user asked for. `adapter` overrides `MOMENT_ADAPTER`.
     pub fn open(kind: DeviceKind, adapter: Option<&str>) -> Result<Device> {
+        Self::open_with(kind, adapter, DeviceOptions::default())
+    }
+
+    /// [`Device::open`] with options. Asking a GPU without SHADER_F16 for f16 weights is an
+    /// error; on the CPU backend (chosen or fallen back to) the option is ignored with a notice.
+    pub fn open_with(kind: DeviceKind, adapter: Option<&str>, options: DeviceOptions) -> Result<Device> {
+        let device = Self::open_kind(kind, adapter, options)?;
+        if options.f16_weights && matches!(device, Device::Cpu) {
+            eprintln!("moment: f16 weights apply to GPU adapters; the CPU backend computes in f32");
+        }
+        Ok(device)
+    }
+
+    fn open_kind(kind: DeviceKind, adapter: Option<&str>, options: DeviceOptions) -> Result<Device> {
         match kind {
             DeviceKind::Cpu => Ok(Device::Cpu),
-            DeviceKind::Gpu => Ok(Device::Gpu(Arc::new(Gpu::open(adapter)?))),
+            DeviceKind::Gpu => Ok(Device::Gpu(Arc::new(Gpu::open(adapter, options)?))),
             DeviceKind::Auto => match auto_choice(&list_adapters(), adapter) {
-                Ok(_) => match Gpu::open(adapter) {
+                Ok(_) => match Gpu::open(adapter, options) {
                     Ok(gpu) => Ok(Device::Gpu(Arc::new(gpu))),
                     Err(e) => {
                         eprintln!(
@@ -68,6 +91,7 @@ impl Device {
     /// threads)".
     pub fn name(&self) -> String {
         match self {
+            Device::Gpu(gpu) if gpu.f16_weights => format!("{} ({:?}, f16 weights)", gpu.info.name, gpu.info.backend),
             Device::Gpu(gpu) => format!("{} ({:?})", gpu.info.name, gpu.info.backend),
             Device::Cpu => {
                 format!("CPU backend ({}, {} threads)", crate::ops::gemm::isa(), rayon::current_num_threads())
@@ -83,6 +107,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
+    /// Matmul weights are stored in f16 (see [`DeviceOptions::f16_weights`]).
+    pub f16_weights: bool,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     layouts: Mutex<HashMap<(usize, usize), Arc<wgpu::BindGroupLayout>>>,
 }
@@ -198,7 +224,7 @@ fn no_adapter_reason() -> String {
 
 impl Gpu {
     /// Opens the adapter `selector` (or `MOMENT_ADAPTER`, or the best-ranked one) picks.
-    pub fn open(selector: Option<&str>) -> Result<Gpu> {
+    pub fn open(selector: Option<&str>, options: DeviceOptions) -> Result<Gpu> {
         let instance = instance();
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let reports: Vec<AdapterReport> = adapters
@@ -211,6 +237,12 @@ impl Gpu {
         let info = adapter.get_info();
         let adapter_limits = adapter.limits();
         let features = adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::TIMESTAMP_QUERY);
+        if options.f16_weights && !features.contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::DeviceRequest {
+                adapter: info.name.clone(),
+                reason: "f16 weights need the SHADER_F16 feature, which this adapter lacks".into(),
+            });
+        }
         // The portable WebGPU profile, with buffer sizes raised to what the adapter has: our
         // largest weight (2818 × 256 f32) is far below either, but big batches are not.
         let limits = wgpu::Limits {
@@ -233,6 +265,7 @@ impl Gpu {
             info,
             features,
             limits,
+            f16_weights: options.f16_weights,
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
         })

@@ -13,6 +13,6 @@ pub mod plot;
 pub mod testing;
 pub mod weights;
 
-pub use device::{Device, DeviceKind};
+pub use device::{Device, DeviceKind, DeviceOptions};
 pub use error::{Error, Result};
 pub use graph::{ConstCache, Executable, ForwardStats, Graph, Outputs, TensorId};

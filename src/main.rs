@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use moment_gpu::{Device, DeviceKind};
+use moment_gpu::{Device, DeviceKind, DeviceOptions};
 
 #[derive(Parser)]
 #[command(
@@ -31,11 +31,16 @@ pub struct DeviceArgs {
     /// GPU adapter by name substring or index (see `moment info`); overrides MOMENT_ADAPTER.
     #[arg(long, global = true, value_name = "NAME|INDEX")]
     adapter: Option<String>,
+    /// Store matmul weights in f16 on the GPU (half the weight memory and bandwidth; sums stay
+    /// f32). Needs an adapter with SHADER_F16; outputs move by up to ~1e-2 (see the README).
+    #[arg(long, global = true)]
+    f16_weights: bool,
 }
 
 impl DeviceArgs {
     pub fn open(&self) -> moment_gpu::Result<Device> {
-        let device = Device::open(self.device, self.adapter.as_deref())?;
+        let options = DeviceOptions { f16_weights: self.f16_weights };
+        let device = Device::open_with(self.device, self.adapter.as_deref(), options)?;
         eprintln!("moment: running on {}", device.name());
         Ok(device)
     }

@@ -20,7 +20,7 @@ pub fn gpu_required() -> bool {
 /// with the reason and how to install a software adapter.
 pub fn gpu() -> Option<Device> {
     static GPU: OnceLock<Option<Arc<Gpu>>> = OnceLock::new();
-    let gpu = GPU.get_or_init(|| match Gpu::open(None) {
+    let gpu = GPU.get_or_init(|| match Gpu::open(None, Default::default()) {
         Ok(g) => {
             eprintln!("moment-gpu tests: adapter {} ({:?}, {:?})", g.info.name, g.info.backend, g.info.device_type);
             Some(Arc::new(g))
@@ -55,6 +55,21 @@ impl Tolerance {
     pub const fn new(atol: f32, rtol: f32) -> Self {
         Tolerance { atol, rtol }
     }
+}
+
+/// A second shared device on the same adapter, with f16 weights
+/// ([`crate::DeviceOptions::f16_weights`]). `None` (skip, with a notice) where [`gpu`] skips or
+/// the adapter lacks SHADER_F16 (a capability, not a missing GPU).
+pub fn gpu_f16_weights() -> Option<Device> {
+    let Device::Gpu(base) = gpu()? else { return None };
+    if !base.features.contains(wgpu::Features::SHADER_F16) {
+        eprintln!("*** SKIPPED f16-weights test: adapter {} has no SHADER_F16 ***", base.info.name);
+        return None;
+    }
+    static GPU_F16: OnceLock<Arc<Gpu>> = OnceLock::new();
+    let options = crate::DeviceOptions { f16_weights: true };
+    let gpu = GPU_F16.get_or_init(|| Arc::new(Gpu::open(None, options).expect("open the adapter with f16 weights")));
+    Some(Device::Gpu(gpu.clone()))
 }
 
 /// Panics with the worst element (index, values, error) when `got` and `want` differ by more

@@ -31,6 +31,8 @@ type PackedKey = (usize, &'static str, [usize; 4]);
 #[derive(Default)]
 pub struct ConstCache {
     buffers: Mutex<HashMap<usize, (Arc<[f32]>, Arc<wgpu::Buffer>)>>,
+    /// The same constants stored as f16, for kernels that read f16 weights.
+    f16_buffers: Mutex<HashMap<usize, (Arc<[f32]>, Arc<wgpu::Buffer>)>>,
     packed: Mutex<HashMap<PackedKey, (Arc<[f32]>, Arc<PackedB>)>>,
 }
 
@@ -51,6 +53,27 @@ impl ConstCache {
         let key = (values.as_ptr() as usize, layout, dims);
         let mut packed = self.packed.lock().unwrap();
         packed.entry(key).or_insert_with(|| (values.clone(), Arc::new(pack(values)))).1.clone()
+    }
+
+    /// `data` as an `array<f16>` buffer (rounded to nearest), uploaded once.
+    fn get_f16(&self, gpu: &Gpu, data: &Arc<[f32]>) -> Arc<wgpu::Buffer> {
+        let key = data.as_ptr() as usize;
+        let mut buffers = self.f16_buffers.lock().unwrap();
+        buffers
+            .entry(key)
+            .or_insert_with(|| {
+                let halves: Vec<u16> = data.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+                let mut bytes = bytemuck::cast_slice::<u16, u8>(&halves).to_vec();
+                bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
+                let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("moment constant (f16)"),
+                    contents: &bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                });
+                (data.clone(), Arc::new(buffer))
+            })
+            .1
+            .clone()
     }
 
     fn get(&self, gpu: &Gpu, data: &Arc<[f32]>) -> Arc<wgpu::Buffer> {
@@ -75,6 +98,8 @@ impl ConstCache {
 
 pub(crate) struct GpuPlan {
     gpu: Arc<Gpu>,
+    /// Bytes of the weight buffers this plan binds (f16 where the kernels read f16).
+    pub weight_bytes: usize,
     pipelines: Vec<Arc<wgpu::ComputePipeline>>,
     bind_groups: Vec<wgpu::BindGroup>,
     workgroups: Vec<[u32; 3]>,
@@ -122,6 +147,28 @@ impl GpuPlan {
             mapped_at_creation: false,
         }));
 
+        // With f16 weights, each node that can read a constant input as f16 gets that buffer and
+        // its f16 shader; a constant only ever read that way gets no f32 buffer.
+        let f16_inputs: Vec<Option<(usize, crate::ops::Shader)>> = graph
+            .nodes
+            .iter()
+            .map(|node| {
+                node.kernel.f16_weight().filter(|&(input, _)| {
+                    gpu.f16_weights
+                        && node.inputs[input]
+                            .is_some_and(|t| matches!(graph.tensors[graph.root(t).0].source, Source::Const(_)))
+                })
+            })
+            .collect();
+        let mut read_as_f32 = vec![false; graph.tensors.len()];
+        for (node, f16) in graph.nodes.iter().zip(&f16_inputs) {
+            for (input, t) in node.inputs.iter().enumerate() {
+                if let (Some(t), false) = (t, f16.is_some_and(|(f, _)| f == input)) {
+                    read_as_f32[graph.root(*t).0] = true;
+                }
+            }
+        }
+
         // Every tensor's buffer.
         let mut input_buffers = Vec::new();
         let mut buffer_of: Vec<Option<Arc<wgpu::Buffer>>> = vec![None; graph.tensors.len()];
@@ -137,7 +184,7 @@ impl GpuPlan {
                     input_buffers.push(b.clone());
                     Some(Arc::new(b))
                 }
-                Source::Const(data) => Some(consts.get(&gpu, data)),
+                Source::Const(data) => read_as_f32[i].then(|| consts.get(&gpu, data)),
                 Source::Node => plan.slot_of[i].map(|s| slots[s].clone()),
                 // Roots come before their aliases.
                 Source::Alias(root) => buffer_of[root.0].clone(),
@@ -165,8 +212,15 @@ impl GpuPlan {
         let mut pipelines = Vec::new();
         let mut bind_groups = Vec::new();
         let mut workgroups = Vec::new();
+        let mut weight_buffers: HashMap<usize, u64> = HashMap::new();
+        for (t, info) in graph.tensors.iter().enumerate() {
+            if let (Source::Const(_), Some(b)) = (&info.source, &buffer_of[t]) {
+                weight_buffers.insert(Arc::as_ptr(b) as usize, b.size());
+            }
+        }
         for (i, node) in graph.nodes.iter().enumerate() {
-            let shader = node.kernel.shader();
+            let f16_input = f16_inputs[i];
+            let shader = f16_input.map_or_else(|| node.kernel.shader(), |(_, shader)| shader);
             let pipeline = gpu.pipeline(&shader, node.inputs.len(), node.outputs.len())?;
             let layout = gpu.layout(node.inputs.len(), node.outputs.len());
             let size = wgpu::BufferSize::new(node.kernel.params().bytes().len() as u64);
@@ -181,7 +235,17 @@ impl GpuPlan {
             let bound: Vec<Arc<wgpu::Buffer>> = node
                 .inputs
                 .iter()
-                .map(|t| t.map_or(dummy.clone(), |t| buffer_of[t.0].clone().expect("tensor without buffer")))
+                .enumerate()
+                .map(|(input, t)| match (t, f16_input) {
+                    (None, _) => dummy.clone(),
+                    (Some(t), Some((f16, _))) if f16 == input => {
+                        let Source::Const(data) = &graph.tensors[graph.root(*t).0].source else { unreachable!() };
+                        let b = consts.get_f16(&gpu, data);
+                        weight_buffers.insert(Arc::as_ptr(&b) as usize, b.size());
+                        b
+                    }
+                    (Some(t), _) => buffer_of[t.0].clone().expect("tensor without buffer"),
+                })
                 .chain(node.outputs.iter().map(|t| buffer_of[t.0].clone().expect("output without buffer")))
                 .collect();
             for (b, buffer) in bound.iter().enumerate() {
@@ -223,6 +287,7 @@ impl GpuPlan {
         let profile = super::profiling_requested().then(|| Profiler::new(&gpu, graph)).flatten();
         Ok(GpuPlan {
             gpu,
+            weight_bytes: weight_buffers.values().sum::<u64>() as usize,
             pipelines,
             bind_groups,
             workgroups,

@@ -205,7 +205,10 @@ impl Executable {
         let stats = ForwardStats {
             dispatches: graph.nodes.len(),
             peak_activation_bytes: plan.activation_bytes(&graph),
-            weight_bytes: plan.const_bytes(&graph),
+            weight_bytes: match &backend {
+                Backend::Gpu(p) => p.weight_bytes,
+                Backend::Cpu(_) => plan.const_bytes(&graph),
+            },
             packed_weight_bytes: match &backend {
                 Backend::Cpu(p) => p.packed_bytes(),
                 Backend::Gpu(_) => 0,

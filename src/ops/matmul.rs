@@ -2,7 +2,7 @@
 //! WGSL: `shaders/matmul.wgsl` (any strides) and `shaders/matmul_vec4.wgsl` (vec4 loads), both
 //! completed by `shaders/matmul_common.wgsl`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use super::gemm::{self, Epilogue, PackedB};
 use super::{activate, Act, Kernel, Params, Prepared, Shader};
@@ -21,6 +21,18 @@ const VEC4: Shader = Shader {
     source: concat!(include_str!("../../shaders/matmul_vec4.wgsl"), include_str!("../../shaders/matmul_common.wgsl")),
     entry: "matmul_vec4",
 };
+
+/// The scalar kernel reading `w` stored as f16 (`DeviceOptions::f16_weights`): the same source
+/// with the weight binding declared `array<f16>` and widened to f32 where the tile loads it.
+static SCALAR_F16_WEIGHTS_SOURCE: LazyLock<String> = LazyLock::new(|| {
+    let scalar = SCALAR.source;
+    let (binding, load) = ("var<storage, read> w: array<f32>;", "wv = w[w_base + gk * p.w_k + (col0 + r) * p.w_n];");
+    assert!(scalar.contains(binding) && scalar.contains(load), "matmul.wgsl changed: update the f16 variant");
+    let widened = scalar
+        .replace(binding, "var<storage, read> w: array<f16>;")
+        .replace(load, "wv = f32(w[w_base + gk * p.w_k + (col0 + r) * p.w_n]);");
+    format!("enable f16;\n{widened}")
+});
 
 /// `c[b] = act(a[b] · w[b] + bias) + residual[b]`, operands addressed by element strides.
 #[derive(Clone, Debug)]
@@ -56,6 +68,9 @@ impl Kernel for Matmul {
         } else {
             SCALAR
         }
+    }
+    fn f16_weight(&self) -> Option<(usize, Shader)> {
+        Some((1, Shader { name: "matmul_f16_weights", source: SCALAR_F16_WEIGHTS_SOURCE.as_str(), entry: "matmul" }))
     }
     fn params(&self) -> Params {
         let [ab, am, ak] = self.a_strides;

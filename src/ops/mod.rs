@@ -108,6 +108,13 @@ pub trait Kernel: Debug + Send + Sync {
     /// the reference the GPU kernel and the fast CPU kernel are tested against.
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]);
 
+    /// With f16 weights on (`DeviceOptions::f16_weights`): `(i, shader)` when this kernel can
+    /// read input `i` stored as `array<f16>` with `shader` — the GPU plan does so where that
+    /// input is a constant.
+    fn f16_weight(&self) -> Option<(usize, Shader)> {
+        None
+    }
+
     /// What the CPU backend prepares once at plan time from this node's constant inputs
     /// (`consts[i]` is input `i` when it is a constant), e.g. a GEMM's packed weights. Handed
     /// back to every [`Kernel::cpu_fast`] call.

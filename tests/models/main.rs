@@ -4,6 +4,7 @@
 //! the preprocessing of raw feature sources, and bad inputs.
 
 mod common;
+mod f16_weights;
 mod ld_detr;
 mod sg_detr;
 mod tr_detr;

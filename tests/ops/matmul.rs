@@ -160,3 +160,47 @@ fn fast_cpu_matmul_matches_the_twin() {
         }
     }
 }
+
+/// With f16 weights the GPU reads each constant weight rounded to f16 and sums in f32: it must
+/// equal the twin run on the f16-rounded weights (same tolerance as f32), while a product of
+/// two activations (no constant) stays exact f32.
+#[test]
+fn f16_weights_are_the_rounded_weights_summed_in_f32() {
+    use moment_gpu::testing::{gpu_f16_weights, run_cpu};
+    use moment_gpu::Executable;
+    let Some(device) = gpu_f16_weights() else { return };
+    let mut rng = Rng::new(11);
+    let (m, k, n) = (75, 256, 40);
+    let x = rng.vec(m * k, -1.0, 1.0);
+    let w = rng.vec(n * k, -1.0, 1.0);
+    let bias = rng.vec(n, -1.0, 1.0);
+    let rounded: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let build = |weights: &[f32]| {
+        let weights = weights.to_vec();
+        let bias = bias.clone();
+        move |g: &mut moment_gpu::Graph| {
+            let xi = g.input("x", &[m, k]);
+            let wi = g.constant(weights.clone().into(), &[n, k]).unwrap();
+            let bi = g.constant(bias.clone().into(), &[n]).unwrap();
+            let y = linear(g, xi, wi, Some(bi), Act::Relu).unwrap();
+            g.output("y", y);
+            // An activation × activation product: its operands are never stored as f16.
+            let a = g.input("a", &[1, m, k]);
+            let z = matmul(g, a, a, true).unwrap();
+            g.output("z", z);
+        }
+    };
+    let inputs: &[(&str, &[f32])] = &[("x", &x), ("a", &x)];
+    let mut g = moment_gpu::Graph::new();
+    build(&w)(&mut g);
+    let mut exe = Executable::new(g, &device, &moment_gpu::ConstCache::new()).unwrap();
+    let got = exe.run(inputs).unwrap();
+    let f32_weight_bytes = (n * k + n) * 4;
+    assert!(exe.stats().weight_bytes < f32_weight_bytes * 6 / 10, "weights stored as f16");
+    let want = run_cpu(build(&rounded), inputs);
+    assert_close("linear with f16 weights", got.get("y"), want.get("y"), TOL);
+    assert_close("activation product", got.get("z"), want.get("z"), TOL);
+    let unrounded = run_cpu(build(&w), inputs);
+    let moved = got.get("y").iter().zip(unrounded.get("y")).any(|(a, b)| (a - b).abs() > 1e-4);
+    assert!(moved, "the weights were not rounded: f16 storage is not in effect");
+}
