@@ -57,43 +57,40 @@ impl ConstCache {
 
     /// `data` as an `array<f16>` buffer (rounded to nearest), uploaded once.
     fn get_f16(&self, gpu: &Gpu, data: &Arc<[f32]>) -> Arc<wgpu::Buffer> {
-        let key = data.as_ptr() as usize;
-        let mut buffers = self.f16_buffers.lock().unwrap();
-        buffers
-            .entry(key)
-            .or_insert_with(|| {
-                let halves: Vec<u16> = data.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
-                let mut bytes = bytemuck::cast_slice::<u16, u8>(&halves).to_vec();
-                bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
-                let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("moment constant (f16)"),
-                    contents: &bytes,
-                    usage: wgpu::BufferUsages::STORAGE,
-                });
-                (data.clone(), Arc::new(buffer))
-            })
-            .1
-            .clone()
+        upload(&self.f16_buffers, gpu, data, "moment constant (f16)", |values| {
+            let halves: Vec<u16> = values.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+            bytemuck::cast_slice::<u16, u8>(&halves).to_vec()
+        })
     }
 
     fn get(&self, gpu: &Gpu, data: &Arc<[f32]>) -> Arc<wgpu::Buffer> {
-        let key = data.as_ptr() as usize;
-        let mut buffers = self.buffers.lock().unwrap();
-        buffers
-            .entry(key)
-            .or_insert_with(|| {
-                let mut bytes = bytemuck::cast_slice::<f32, u8>(data).to_vec();
-                bytes.resize(padded_bytes(data.len()), 0);
-                let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("moment constant"),
-                    contents: &bytes,
-                    usage: wgpu::BufferUsages::STORAGE,
-                });
-                (data.clone(), Arc::new(buffer))
-            })
-            .1
-            .clone()
+        upload(&self.buffers, gpu, data, "moment constant", |values| bytemuck::cast_slice::<f32, u8>(values).to_vec())
     }
+}
+
+/// The buffer of `data` in `buffers`, created from `encode(data)` (padded to 16 bytes) on first use.
+fn upload(
+    buffers: &Mutex<HashMap<usize, (Arc<[f32]>, Arc<wgpu::Buffer>)>>,
+    gpu: &Gpu,
+    data: &Arc<[f32]>,
+    label: &str,
+    encode: impl FnOnce(&[f32]) -> Vec<u8>,
+) -> Arc<wgpu::Buffer> {
+    let mut buffers = buffers.lock().unwrap();
+    buffers
+        .entry(data.as_ptr() as usize)
+        .or_insert_with(|| {
+            let mut bytes = encode(data);
+            bytes.resize(bytes.len().div_ceil(16).max(1) * 16, 0);
+            let buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+            (data.clone(), Arc::new(buffer))
+        })
+        .1
+        .clone()
 }
 
 pub(crate) struct GpuPlan {

@@ -414,29 +414,16 @@ fn epilogue(x: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>, e: &E
     }
 }
 
-/// Portable build: 6 rows × 1 panel (NEON and SSE both hold it in registers).
-unsafe fn block_portable(
-    a: &[f32],
-    lda: usize,
-    b: &PackedB<&[f32]>,
-    rows: std::ops::Range<usize>,
-    panels: std::ops::Range<usize>,
-    out: SharedOut,
-    e: &Epilogue,
-) {
-    unsafe { block::<6, 1, PORTABLE_FMA>(a, lda, b, rows, panels, out, e) }
-}
-
 /// Whether the portable build's target has a fused multiply-add instruction.
 const PORTABLE_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
 
-/// A [`block`] build for one instruction set: `$name` with `$features`, micro-tile `$mr` rows ×
-/// `$np` panels.
+/// A [`block`] build: `$name`, compiled with `$features` (none: the portable build), micro-tile
+/// `$mr` rows × `$np` panels, fused multiply-adds or not.
 macro_rules! block_build {
-    ($(#[$doc:meta])* $name:ident, $features:literal, $mr:literal, $np:literal) => {
+    ($(#[$doc:meta])* $name:ident, [$($features:literal)?], $mr:literal, $np:literal, $fused:expr) => {
         $(#[$doc])*
-        #[target_feature(enable = $features)]
-        pub unsafe fn $name(
+        $(#[target_feature(enable = $features)])?
+        pub(super) unsafe fn $name(
             a: &[f32],
             lda: usize,
             b: &PackedB<&[f32]>,
@@ -445,10 +432,15 @@ macro_rules! block_build {
             out: SharedOut,
             e: &Epilogue,
         ) {
-            unsafe { block::<$mr, $np, true>(a, lda, b, rows, panels, out, e) }
+            unsafe { block::<$mr, $np, $fused>(a, lda, b, rows, panels, out, e) }
         }
     };
 }
+
+block_build!(
+    /// Portable build: 6 rows × 1 panel (NEON and SSE both hold it in registers).
+    block_portable, [], 6, 1, PORTABLE_FMA
+);
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -456,11 +448,11 @@ mod x86 {
 
     block_build!(
         /// 12 rows × 2 panels: 24 of the 32 zmm registers accumulate.
-        block_avx512, "avx512f,fma", 12, 2
+        block_avx512, ["avx512f,fma"], 12, 2, true
     );
     block_build!(
         /// 6 rows × 1 panel (two ymm each): 12 of the 16 ymm registers accumulate.
-        block_avx2, "avx2,fma", 6, 1
+        block_avx2, ["avx2,fma"], 6, 1, true
     );
 }
 
