@@ -5,6 +5,8 @@
 //! `shaders/elementwise_binary_vec4.wgsl` (vec4 loads), each completed by
 //! `shaders/elementwise_common.wgsl`.
 
+use rayon::prelude::*;
+
 use super::{grid_1d, sigmoid as sigmoid_f32, vmath, Kernel, Params, Shader};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
@@ -201,6 +203,9 @@ impl Kernel for UnaryOp {
     }
 }
 
+/// Tensors of at least this many values are computed over the rayon pool.
+const PARALLEL_MIN_VALUES: usize = 1 << 16;
+
 /// `out[i] = op(a[i], b[i])`, with `a` empty meaning `out` already holds `a`; one loop per op.
 fn binary_rows(op: Binary, out: &mut [f32], a: &[f32], b: &[f32]) {
     macro_rules! each {
@@ -279,38 +284,44 @@ impl Kernel for BinaryOp {
             return self.cpu(inputs, outputs);
         }
         let slope = inputs[2].first().copied().unwrap_or(0.0);
-        let out = &mut outputs[0];
-        super::with_scratch([d3], |[b_row]| {
-            let mut rows = out.chunks_exact_mut(d3.max(1));
-            for i0 in 0..d0 {
-                for i1 in 0..d1 {
-                    for i2 in 0..d2 {
-                        let row = rows.next().expect("output holds every row");
-                        let ra = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
-                        let rb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
-                        if sb[3] == 1 {
-                            b_row.copy_from_slice(&b[rb..rb + d3]);
-                        } else {
-                            b_row.fill(b[rb]);
-                        }
-                        match self.pre_b.0 {
-                            0 => {}
-                            5 => vmath::gelu_in_place(b_row),
-                            _ => b_row.iter_mut().for_each(|v| *v = apply_unary(*v, self.pre_b, slope)),
-                        }
-                        if sa[3] == 1 {
-                            binary_rows(self.op, row, &a[ra..ra + d3], b_row);
-                        } else {
-                            row.fill(a[ra]);
-                            binary_rows(self.op, row, &[], b_row);
-                        }
-                        if self.post.0 != 0 {
-                            row.iter_mut().for_each(|v| *v = apply_unary(*v, self.post, slope));
-                        }
+        let width = d3.max(1);
+        // Rows `first ..` of the output (flat row index over d0 × d1 × d2) into `rows`.
+        let run = |first: usize, rows: &mut [f32]| {
+            super::with_scratch([d3], |[b_row]| {
+                for (r, row) in rows.chunks_exact_mut(width).enumerate() {
+                    let flat = first + r;
+                    let (i0, i1, i2) = (flat / (d1 * d2), flat / d2 % d1, flat % d2);
+                    let ra = i0 * sa[0] + i1 * sa[1] + i2 * sa[2];
+                    let rb = i0 * sb[0] + i1 * sb[1] + i2 * sb[2];
+                    if sb[3] == 1 {
+                        b_row.copy_from_slice(&b[rb..rb + d3]);
+                    } else {
+                        b_row.fill(b[rb]);
+                    }
+                    match self.pre_b.0 {
+                        0 => {}
+                        5 => vmath::gelu_in_place(b_row),
+                        _ => b_row.iter_mut().for_each(|v| *v = apply_unary(*v, self.pre_b, slope)),
+                    }
+                    if sa[3] == 1 {
+                        binary_rows(self.op, row, &a[ra..ra + d3], b_row);
+                    } else {
+                        row.fill(a[ra]);
+                        binary_rows(self.op, row, &[], b_row);
+                    }
+                    if self.post.0 != 0 {
+                        row.iter_mut().for_each(|v| *v = apply_unary(*v, self.post, slope));
                     }
                 }
-            }
-        });
+            })
+        };
+        let out = &mut outputs[0][..d0 * d1 * d2 * d3];
+        if out.len() < PARALLEL_MIN_VALUES || d3 == 0 {
+            return run(0, out);
+        }
+        // Large tensors: runs of rows over the pool.
+        let rows_per_task = PARALLEL_MIN_VALUES.div_ceil(width);
+        out.par_chunks_mut(rows_per_task * width).enumerate().for_each(|(t, rows)| run(t * rows_per_task, rows));
     }
 
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {

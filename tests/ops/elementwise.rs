@@ -251,3 +251,29 @@ fn bad_shapes_are_graph_errors() {
     assert!(binary_fused(&mut g, Binary::Add, a, a, Unary::Prelu(s1), Unary::Identity).is_err());
     assert!(binary_fused(&mut g, Binary::Add, a, a, Unary::Identity, Unary::Prelu(s1)).is_ok());
 }
+
+/// Tensors large enough for the CPU backend to split rows over threads (SG-DETR's
+/// `x · GELU(y)` with one factor broadcast along the features, and a plain add), against the twin.
+#[test]
+fn large_broadcast_binary_on_the_cpu_backend_matches_the_twin() {
+    use moment_gpu::testing::run_cpu_fast;
+    let mut rng = Rng::new(21);
+    let (rows, width) = (1000, 256);
+    let x = rng.vec(rows, -2.0, 2.0);
+    let y = rng.vec(rows * width, -3.0, 3.0);
+    let z = rng.vec(rows * width, -1.0, 1.0);
+    let build = |g: &mut Graph| {
+        let xi = g.input("x", &[rows, 1]);
+        let yi = g.input("y", &[rows, width]);
+        let zi = g.input("z", &[rows, width]);
+        let gated = binary_fused(g, Binary::Mul, xi, yi, Unary::Gelu, Unary::Identity).unwrap();
+        g.output("gated", gated);
+        let sum = binary_fused(g, Binary::Add, yi, zi, Unary::Identity, Unary::Relu).unwrap();
+        g.output("sum", sum);
+    };
+    let inputs: &[(&str, &[f32])] = &[("x", &x), ("y", &y), ("z", &z)];
+    let (fast, twin) = (run_cpu_fast(build, inputs), run_cpu(build, inputs));
+    for name in ["gated", "sum"] {
+        assert_close(name, fast.get(name), twin.get(name), Tolerance::new(1e-6, 1e-6));
+    }
+}
