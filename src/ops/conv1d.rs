@@ -111,21 +111,37 @@ impl Kernel for Conv1d {
         }
         let (k, c_in, rows) = (self.ksize, self.c_in, self.batch * self.l_out);
         let l_virtual = (self.l_in * self.up) as isize;
-        super::with_scratch([rows * c_in], |[depthwise]| {
-            for (row, d) in depthwise.chunks_exact_mut(c_in).enumerate() {
-                d.fill(0.0);
-                let (b, t) = (row / self.l_out, row % self.l_out);
-                let u0 = (t * self.stride) as isize - self.pad() as isize;
-                for tap in 0..k {
-                    let u = u0 + tap as isize;
-                    if u < 0 || u >= l_virtual {
-                        continue; // zero padding adds nothing
-                    }
-                    let src = &x[(b * self.l_in + u as usize / self.up) * c_in..][..c_in];
-                    for (c, (d, &xv)) in d.iter_mut().zip(src).enumerate() {
-                        *d += dw[c * k + tap] * xv;
+        super::with_scratch([rows * c_in, k * c_in], |[depthwise, taps]| {
+            // The depthwise weights tap-major, so the per-channel loop below reads them in order.
+            for (tap, row) in taps.chunks_exact_mut(c_in).enumerate() {
+                row.iter_mut().enumerate().for_each(|(c, w)| *w = dw[c * k + tap]);
+            }
+            let taps = &*taps;
+            let depthwise_rows = |first: usize, chunk: &mut [f32]| {
+                for (r, d) in chunk.chunks_exact_mut(c_in).enumerate() {
+                    let (b, t) = ((first + r) / self.l_out, (first + r) % self.l_out);
+                    d.fill(0.0);
+                    let u0 = (t * self.stride) as isize - self.pad() as isize;
+                    for (tap, w) in taps.chunks_exact(c_in).enumerate() {
+                        let u = u0 + tap as isize;
+                        if u < 0 || u >= l_virtual {
+                            continue; // zero padding adds nothing
+                        }
+                        let src = &x[(b * self.l_in + u as usize / self.up) * c_in..][..c_in];
+                        d.iter_mut().zip(src.iter().zip(w)).for_each(|(d, (&xv, &wv))| *d += wv * xv);
                     }
                 }
+            };
+            // Large inputs: runs of rows over the pool (each task writes its own rows).
+            const ROWS_PER_TASK: usize = 128;
+            if rows > 2 * ROWS_PER_TASK {
+                use rayon::prelude::*;
+                depthwise
+                    .par_chunks_mut(ROWS_PER_TASK * c_in)
+                    .enumerate()
+                    .for_each(|(t, chunk)| depthwise_rows(t * ROWS_PER_TASK, chunk));
+            } else {
+                depthwise_rows(0, depthwise);
             }
             gemm::gemm(rows, depthwise, c_in, packed, outputs[0], &epilogue);
         });

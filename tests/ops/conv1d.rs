@@ -119,6 +119,8 @@ const SEPARABLE_SHAPES: &[(usize, usize, usize, usize, usize, usize)] = &[
     (1, 76, 256, 256, 1, 2),
     (2, 38, 256, 256, 2, 1),
     (2, 19, 40, 35, 1, 1),
+    // Enough output rows (720) for the CPU backend to split the depthwise taps over threads.
+    (3, 120, 24, 20, 1, 2),
 ];
 
 #[test]
