@@ -248,7 +248,7 @@ pub struct DecoderSpec<'a> {
 }
 
 /// The DAB-DETR conditional decoder with 1-D (center, width) anchors (tr-detr.md §3.7).
-/// `memory (B, L, d)`, `pos (B, L, d)`, `mask (B, L)`.
+/// `memory (B, L, d)`, `pos (B, L, d)`, `mask (B, L)`; the content queries start from zeros.
 pub fn dab_decoder(
     g: &mut Graph,
     p: &Params,
@@ -258,12 +258,28 @@ pub fn dab_decoder(
     mask: TensorId,
 ) -> Result<Decoded> {
     let [b, _, d] = *g.shape(memory) else { return Err(Error::Graph("dab_decoder: memory must be (B, L, d)".into())) };
+    let zeros = g.constant(Arc::from(vec![0.0f32; b * s.queries * d]), &[b, s.queries, d])?;
+    dab_decoder_from(g, p, s, zeros, memory, pos, mask)
+}
+
+/// [`dab_decoder`] from the content queries `tgt (B, Q, d)` (LD-DETR's paper loop decoder starts
+/// later passes from the previous pass's output).
+pub fn dab_decoder_from(
+    g: &mut Graph,
+    p: &Params,
+    s: &DecoderSpec,
+    tgt: TensorId,
+    memory: TensorId,
+    pos: TensorId,
+    mask: TensorId,
+) -> Result<Decoded> {
+    let [b, _, d] = *g.shape(memory) else { return Err(Error::Graph("dab_decoder: memory must be (B, L, d)".into())) };
     let pre = s.prefix;
-    // Every sample starts from the same anchors and a zero content query.
+    // Every sample starts from the same anchors.
     let anchors = p.get(s.anchors)?;
     let ref0: Vec<f32> = (0..b).flat_map(|_| anchors.data.iter().map(|&x| crate::ops::sigmoid(x))).collect();
     let mut reference = g.constant(ref0.into(), &[b, s.queries, 2])?;
-    let mut out = g.constant(Arc::from(vec![0.0f32; b * s.queries * d]), &[b, s.queries, d])?;
+    let mut out = tgt;
     let mut input_reference = reference;
     for l in 0..s.layers {
         input_reference = reference;

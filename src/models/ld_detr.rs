@@ -21,22 +21,21 @@
 //! may be present or absent; present ones are dropped at load (one notice) and never uploaded.
 
 use super::blocks::{
-    cross_attention, dab_decoder, dense, dense_residual, encoder_layer, gru_highlight_head, mlp, norm, prelu, Decoded,
-    DecoderSpec, Params,
+    cross_attention, dab_decoder, dab_decoder_from, dense, dense_residual, encoder_layer, gru_highlight_head, norm,
+    prelu, Decoded, DecoderSpec, Params,
 };
 use super::config::{Config, VideoWidths};
 use super::postprocess::{foreground_probs, round4, Window};
 use super::{Architecture, ModelIo, ModelKind, Prediction, RawOutputs, VideoInput};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Outputs, TensorId};
-use crate::ops::attention::{attention, Cols};
 use crate::ops::conv1d::{conv_bn_block, fold_batchnorm};
 use crate::ops::elementwise::{add, binary_fused, mul, Binary, Unary};
 use crate::ops::gru::GruWeights;
-use crate::ops::layout::{concat, slice, transpose};
+use crate::ops::layout::{concat, transpose};
 use crate::ops::masked_conv1d::masked_conv_bn_block;
 use crate::ops::matmul::{linear, matmul};
-use crate::ops::position::{sine_embed_coords, sine_position_from_mask, SineConfig};
+use crate::ops::position::{sine_position_from_mask, SineConfig};
 use crate::ops::softmax::{softmax, MaskMode};
 use crate::ops::Act;
 use crate::weights::{Tensor, Weights};
@@ -349,7 +348,7 @@ impl LdDetr {
         let mut tgt = g.constant(vec![0.0f32; b * spec.queries * d].into(), &[b, spec.queries, d])?;
         let mut decoded = None;
         for _ in 0..self.cfg.decoder_loops {
-            let pass = decoder_pass(g, &self.params, &spec, tgt, memory, pos, vmask)?;
+            let pass = dab_decoder_from(g, &self.params, &spec, tgt, memory, pos, vmask)?;
             tgt = pass.hs;
             decoded = Some(pass);
         }
@@ -457,106 +456,6 @@ fn length_limit(weights: &Weights, key: &str, default: usize, unlimited: usize) 
             }),
         },
     }
-}
-
-/// One pass of the DAB-DETR anchor decoder from the content queries `tgt (B, Q, d)`: the same
-/// computation as [`dab_decoder`] (which starts from zeros), for the paper's loop decoder whose
-/// later passes start from the previous pass's output.
-fn decoder_pass(
-    g: &mut Graph,
-    p: &Params,
-    s: &DecoderSpec,
-    tgt: TensorId,
-    memory: TensorId,
-    pos: TensorId,
-    mask: TensorId,
-) -> Result<Decoded> {
-    let [b, _, d] = *g.shape(memory) else { return Err(Error::Graph("decoder: memory must be (B, L, d)".into())) };
-    let pre = s.prefix;
-    let anchors = p.get(s.anchors)?;
-    let ref0: Vec<f32> = (0..b).flat_map(|_| anchors.data.iter().map(|&x| crate::ops::sigmoid(x))).collect();
-    let mut reference = g.constant(ref0.into(), &[b, s.queries, 2])?;
-    let mut out = tgt;
-    let mut input_reference = reference;
-    for l in 0..s.layers {
-        input_reference = reference;
-        let sine = sine_embed_coords(g, reference, d / 2, 10000.0, std::f32::consts::TAU)?;
-        let qpos = mlp(g, p, sine, &format!("{pre}.ref_point_head"), 2, Act::None)?;
-        let mut sine = sine;
-        // The first layer never scales the sine embedding, whatever its content queries.
-        if l > 0 {
-            let scale = mlp(g, p, out, &format!("{pre}.query_scale"), 2, Act::None)?;
-            sine = mul(g, sine, scale)?;
-        }
-        let rc = mlp(g, p, out, &format!("{pre}.ref_anchor_head"), 2, Act::Sigmoid)?;
-        let width = slice(g, reference, 2, 1, 1)?;
-        let ratio = binary_fused(g, Binary::Div, rc, width, Unary::Identity, Unary::Identity)?;
-        sine = mul(g, sine, ratio)?;
-        out = decoder_layer(g, p, &format!("{pre}.layers.{l}"), out, memory, pos, mask, qpos, sine, l == 0)?;
-        if l + 1 < s.layers {
-            let delta = mlp(g, p, out, &format!("{pre}.bbox_embed"), 3, Act::None)?;
-            reference =
-                binary_fused(g, Binary::Add, delta, reference, Unary::InverseSigmoid { eps: 1e-3 }, Unary::Sigmoid)?;
-        }
-    }
-    let hs = norm(g, p, out, &format!("{pre}.norm"))?;
-    Ok(Decoded { hs, reference: input_reference })
-}
-
-/// One DAB-DETR decoder layer (the computation of the shared block's private layer): conditional
-/// self-attention over the queries, cross-attention with per-head [content | position] query and
-/// key halves, PReLU FFN; post-norm.
-#[allow(clippy::too_many_arguments)]
-fn decoder_layer(
-    g: &mut Graph,
-    p: &Params,
-    pre: &str,
-    out: TensorId,
-    memory: TensorId,
-    pos: TensorId,
-    mask: TensorId,
-    qpos: TensorId,
-    sine: TensorId,
-    first: bool,
-) -> Result<TensorId> {
-    let [b, q, d] = *g.shape(out) else { unreachable!() };
-    let l = g.shape(memory)[1];
-    let dh = d / HEADS;
-    let qc = dense(g, p, out, &format!("{pre}.sa_qcontent_proj"), Act::None)?;
-    let sq = dense_residual(g, p, qpos, &format!("{pre}.sa_qpos_proj"), Act::None, qc)?;
-    let kc = dense(g, p, out, &format!("{pre}.sa_kcontent_proj"), Act::None)?;
-    let sk = dense_residual(g, p, qpos, &format!("{pre}.sa_kpos_proj"), Act::None, kc)?;
-    let sv = dense(g, p, out, &format!("{pre}.sa_v_proj"), Act::None)?;
-    let a = attention(g, Cols::all(g, sq), Cols::all(g, sk), Cols::all(g, sv), None, HEADS, (dh as f32).powf(-0.5))?;
-    let out = dense_residual(g, p, a, &format!("{pre}.self_attn.out_proj"), Act::None, out)?;
-    let out = norm(g, p, out, &format!("{pre}.norm1"))?;
-
-    let mut qc = dense(g, p, out, &format!("{pre}.ca_qcontent_proj"), Act::None)?;
-    let mut kc = dense(g, p, memory, &format!("{pre}.ca_kcontent_proj"), Act::None)?;
-    let kp = dense(g, p, pos, &format!("{pre}.ca_kpos_proj"), Act::None)?;
-    if first {
-        qc = dense_residual(g, p, qpos, &format!("{pre}.ca_qpos_proj"), Act::None, qc)?;
-        kc = add(g, kc, kp)?;
-    }
-    let v = dense(g, p, memory, &format!("{pre}.ca_v_proj"), Act::None)?;
-    let qs = dense(g, p, sine, &format!("{pre}.ca_qpos_sine_proj"), Act::None)?;
-    let per_head = |g: &mut Graph, content: TensorId, position: TensorId, rows: usize| -> Result<TensorId> {
-        let c = g.reshape(content, &[b, rows, HEADS, dh])?;
-        let ps = g.reshape(position, &[b, rows, HEADS, dh])?;
-        let both = concat(g, &[c, ps], 3)?;
-        g.reshape(both, &[b, rows, HEADS * 2 * dh])
-    };
-    let cq = per_head(g, qc, qs, q)?;
-    let ck = per_head(g, kc, kp, l)?;
-    let scale = ((2 * dh) as f32).powf(-0.5);
-    let a = attention(g, Cols::all(g, cq), Cols::all(g, ck), Cols::all(g, v), Some(mask), HEADS, scale)?;
-    let out = dense_residual(g, p, a, &format!("{pre}.cross_attn.out_proj"), Act::None, out)?;
-    let out = norm(g, p, out, &format!("{pre}.norm2"))?;
-
-    let act = prelu(g, p, pre)?;
-    let h = dense(g, p, out, &format!("{pre}.linear1"), act)?;
-    let out = dense_residual(g, p, h, &format!("{pre}.linear2"), Act::None, out)?;
-    norm(g, p, out, &format!("{pre}.norm3"))
 }
 
 /// The official windows of one sample (ld-detr.md §5): foreground probability, (center, width) →
