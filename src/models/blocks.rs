@@ -209,6 +209,29 @@ pub fn cross_attention(
     dense_residual(g, p, a, &format!("{prefix}.out_proj"), Act::None, residual)
 }
 
+/// The T2V layer of TR-DETR and LD-DETR (`pre` = `….t2v_encoder.layers.{i}`): video queries
+/// (+ PE) attend to the text, only the text padding masked; `LN2(x + FFN(LN1(x)))` with
+/// `x = vid + attn`.
+#[allow(clippy::too_many_arguments)]
+pub fn t2v_layer(
+    g: &mut Graph,
+    p: &Params,
+    pre: &str,
+    vid: TensorId,
+    txt: TensorId,
+    pos: TensorId,
+    tmask: TensorId,
+    heads: usize,
+) -> Result<TensorId> {
+    let q_in = add(g, vid, pos)?;
+    let x = cross_attention(g, p, &format!("{pre}.self_attn"), q_in, txt, Some(tmask), heads, vid)?;
+    let h = norm(g, p, x, &format!("{pre}.norm1"))?;
+    let act = prelu(g, p, pre)?;
+    let h = dense(g, p, h, &format!("{pre}.linear1"), act)?;
+    let y = dense_residual(g, p, h, &format!("{pre}.linear2"), Act::None, x)?;
+    norm(g, p, y, &format!("{pre}.norm2"))
+}
+
 /// Post-norm transformer encoder layer with a PReLU FFN (TR-DETR / LD-DETR `TransformerEncoderLayer`):
 /// `x = norm1(x + SA(x + pos, x)); x = norm2(x + linear2(prelu(linear1(x))))`.
 pub fn encoder_layer(

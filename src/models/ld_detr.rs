@@ -21,8 +21,8 @@
 //! may be present or absent; present ones are dropped at load (one notice) and never uploaded.
 
 use super::blocks::{
-    cross_attention, dab_decoder, dab_decoder_from, dense, dense_residual, encoder_layer, gru_highlight_head, norm,
-    prelu, Decoded, DecoderSpec, Params,
+    dab_decoder, dab_decoder_from, dense, encoder_layer, gru_highlight_head, norm, t2v_layer, Decoded, DecoderSpec,
+    Params,
 };
 use super::config::{Config, VideoWidths};
 use super::postprocess::{foreground_probs, round4, Window};
@@ -265,29 +265,6 @@ impl LdDetr {
         linear(g, x, w, Some(bias), Act::Relu)
     }
 
-    /// T2V layer: video queries (+ PE) attend to the text; `LN2(x + FFN(LN1(x)))` with
-    /// `x = vid + attn`. Only the text padding is masked: the official `attn_mask` (video pad AND
-    /// text pad, repeated over heads with a head/batch mix-up) adds nothing to that at B = 1.
-    fn t2v_layer(
-        &self,
-        g: &mut Graph,
-        i: usize,
-        vid: TensorId,
-        txt: TensorId,
-        pos: TensorId,
-        tmask: TensorId,
-    ) -> Result<TensorId> {
-        let p = &self.params;
-        let pre = format!("convolutional_fuser.t2v_encoder.layers.{i}");
-        let q_in = add(g, vid, pos)?;
-        let x = cross_attention(g, p, &format!("{pre}.self_attn"), q_in, txt, Some(tmask), HEADS, vid)?;
-        let h = norm(g, p, x, &format!("{pre}.norm1"))?;
-        let act = prelu(g, p, &pre)?;
-        let h = dense(g, p, h, &format!("{pre}.linear1"), act)?;
-        let y = dense_residual(g, p, h, &format!("{pre}.linear2"), Act::None, x)?;
-        norm(g, p, y, &format!("{pre}.norm2"))
-    }
-
     fn encoder(
         &self,
         g: &mut Graph,
@@ -400,7 +377,10 @@ impl Architecture for LdDetr {
         // Convolutional fuser.
         let mut x = self.v2t_extractor(g, v, t, vmask, tmask)?;
         for i in 0..cfg.t2v_layers {
-            x = self.t2v_layer(g, i, x, t, pos, tmask)?;
+            // Only the text padding is masked: the official `attn_mask` (video pad AND text pad,
+            // repeated over heads with a head/batch mix-up) adds nothing to that at B = 1.
+            let pre = format!("convolutional_fuser.t2v_encoder.layers.{i}");
+            x = t2v_layer(g, &self.params, &pre, x, t, pos, tmask, HEADS)?;
         }
         let x = self.encoder(g, "transformer_encoder1", cfg.enc1_layers, x, pos, vmask)?;
         let x = self.conv_blocks(g, x, vmask)?;

@@ -9,8 +9,7 @@
 //! MR2HD uses each sample's own clip count (the official batched code mixes samples, §4).
 
 use super::blocks::{
-    cross_attention, dab_decoder, dense, dense_residual, encoder_layer, gru_highlight_head, input_projection, mlp,
-    norm, prelu, DecoderSpec, Params,
+    dab_decoder, dense, encoder_layer, gru_highlight_head, input_projection, mlp, t2v_layer, DecoderSpec, Params,
 };
 use super::config::{Config, VideoWidths};
 use super::postprocess::PostProcess;
@@ -147,27 +146,6 @@ impl TrDetr {
         linear(g, x, w, Some(bias), Act::Relu)
     }
 
-    /// T2V layer: video queries attend to the text; `LN2(x + FFN(LN1(x)))` with `x = vid + attn`.
-    fn t2v_layer(
-        &self,
-        g: &mut Graph,
-        i: usize,
-        vid: TensorId,
-        txt: TensorId,
-        pos: TensorId,
-        tmask: TensorId,
-    ) -> Result<TensorId> {
-        let p = &self.params;
-        let pre = format!("transformer.t2v_encoder.layers.{i}");
-        let q_in = add(g, vid, pos)?;
-        let x = cross_attention(g, p, &format!("{pre}.self_attn"), q_in, txt, Some(tmask), self.cfg.heads, vid)?;
-        let h = norm(g, p, x, &format!("{pre}.norm1"))?;
-        let act = prelu(g, p, &pre)?;
-        let h = dense(g, p, h, &format!("{pre}.linear1"), act)?;
-        let y = dense_residual(g, p, h, &format!("{pre}.linear2"), Act::None, x)?;
-        norm(g, p, y, &format!("{pre}.norm2"))
-    }
-
     fn encoder(&self, g: &mut Graph, x: TensorId, pos: TensorId, vmask: TensorId) -> Result<TensorId> {
         let mut x = x;
         for i in 0..self.cfg.enc_layers {
@@ -214,7 +192,8 @@ impl Architecture for TrDetr {
 
         let mut s_t2v = vf;
         for i in 0..cfg.enc_layers {
-            s_t2v = self.t2v_layer(g, i, s_t2v, t, pos, tmask)?;
+            let pre = format!("transformer.t2v_encoder.layers.{i}");
+            s_t2v = t2v_layer(g, &self.params, &pre, s_t2v, t, pos, tmask, self.cfg.heads)?;
         }
         let m1 = self.encoder(g, s_t2v, pos, vmask)?;
 
