@@ -330,6 +330,47 @@ pub fn dab_decoder_from(
     Ok(Decoded { hs, reference: input_reference })
 }
 
+/// The official state_dict keys (with shapes) of a [`dab_decoder`] of `layers` layers under
+/// `pre`: the layers (`ffn`-wide PReLU FFN; `ca_qpos_proj` in the first only), the final norm
+/// and the anchor MLPs.
+pub fn dab_decoder_keys(keys: &mut Vec<(String, Vec<usize>)>, pre: &str, layers: usize, d: usize, ffn: usize) {
+    let lin = |keys: &mut Vec<(String, Vec<usize>)>, prefix: String, o: usize, i: usize| {
+        keys.push((format!("{prefix}.weight"), vec![o, i]));
+        keys.push((format!("{prefix}.bias"), vec![o]));
+    };
+    for l in 0..layers {
+        let layer = format!("{pre}.layers.{l}");
+        let mut projs = vec!["sa_qcontent_proj", "sa_qpos_proj", "sa_kcontent_proj", "sa_kpos_proj", "sa_v_proj"];
+        projs.extend(["self_attn.out_proj", "ca_qcontent_proj", "ca_kcontent_proj", "ca_kpos_proj", "ca_v_proj"]);
+        projs.extend(["ca_qpos_sine_proj", "cross_attn.out_proj"]);
+        if l == 0 {
+            projs.push("ca_qpos_proj");
+        }
+        for name in projs {
+            lin(keys, format!("{layer}.{name}"), d, d);
+        }
+        lin(keys, format!("{layer}.linear1"), ffn, d);
+        lin(keys, format!("{layer}.linear2"), d, ffn);
+        for n in ["norm1", "norm2", "norm3"] {
+            keys.push((format!("{layer}.{n}.weight"), vec![d]));
+            keys.push((format!("{layer}.{n}.bias"), vec![d]));
+        }
+        keys.push((format!("{layer}.activation.weight"), vec![1]));
+    }
+    keys.push((format!("{pre}.norm.weight"), vec![d]));
+    keys.push((format!("{pre}.norm.bias"), vec![d]));
+    for (mlp, dims) in [
+        ("query_scale", [d, d, d].as_slice()),
+        ("ref_point_head", &[d, d, d]),
+        ("bbox_embed", &[d, d, d, 2]),
+        ("ref_anchor_head", &[d, d, 1]),
+    ] {
+        for (i, io) in dims.windows(2).enumerate() {
+            lin(keys, format!("{pre}.{mlp}.layers.{i}"), io[1], io[0]);
+        }
+    }
+}
+
 /// One DAB-DETR decoder layer: conditional self-attention over the queries, cross-attention with
 /// per-head [content | position] query and key halves, PReLU FFN; post-norm.
 #[allow(clippy::too_many_arguments)]

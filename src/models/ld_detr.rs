@@ -21,8 +21,8 @@
 //! may be present or absent; present ones are dropped at load (one notice) and never uploaded.
 
 use super::blocks::{
-    dab_decoder, dab_decoder_from, dense, encoder_layer, gru_highlight_head, norm, t2v_layer, Decoded, DecoderSpec,
-    Params,
+    dab_decoder, dab_decoder_from, dab_decoder_keys, dense, encoder_layer, gru_highlight_head, norm, t2v_layer,
+    Decoded, DecoderSpec, Params,
 };
 use super::config::{Config, VideoWidths};
 use super::postprocess::{foreground_probs, round4, Window};
@@ -531,46 +531,7 @@ fn expected_keys(cfg: &LdDetrConfig, video_width: usize, query_width: usize) -> 
         }
     }
     keys.push(("query_embed.weight".into(), vec![q, 2]));
-    for l in 0..cfg.dec_layers {
-        let pre = format!("{DECODER}.layers.{l}");
-        let mut projs = vec![
-            "sa_qcontent_proj",
-            "sa_qpos_proj",
-            "sa_kcontent_proj",
-            "sa_kpos_proj",
-            "sa_v_proj",
-            "self_attn.out_proj",
-            "ca_qcontent_proj",
-            "ca_kcontent_proj",
-            "ca_kpos_proj",
-            "ca_v_proj",
-            "ca_qpos_sine_proj",
-            "cross_attn.out_proj",
-        ];
-        if l == 0 {
-            projs.push("ca_qpos_proj");
-        }
-        for name in projs {
-            lin(&mut keys, &format!("{pre}.{name}"), d, d);
-        }
-        lin(&mut keys, &format!("{pre}.linear1"), FFN, d);
-        lin(&mut keys, &format!("{pre}.linear2"), d, FFN);
-        for n in ["norm1", "norm2", "norm3"] {
-            ln(&mut keys, &format!("{pre}.{n}"), d);
-        }
-        keys.push((format!("{pre}.activation.weight"), vec![1]));
-    }
-    ln(&mut keys, &format!("{DECODER}.norm"), d);
-    for (mlp, dims) in [
-        ("query_scale", vec![d, d, d]),
-        ("ref_point_head", vec![d, d, d]),
-        ("bbox_embed", vec![d, d, d, 2]),
-        ("ref_anchor_head", vec![d, d, 1]),
-    ] {
-        for (i, io) in dims.windows(2).enumerate() {
-            lin(&mut keys, &format!("{DECODER}.{mlp}.layers.{i}"), io[1], io[0]);
-        }
-    }
+    dab_decoder_keys(&mut keys, DECODER, cfg.dec_layers, d, FFN);
     lin(&mut keys, &format!("{MR_HEAD}.class_embed"), 2, d);
     lin(&mut keys, &format!("{MR_HEAD}.span_embed1"), d, d);
     lin(&mut keys, &format!("{MR_HEAD}.span_embed2"), d, d);

@@ -18,7 +18,9 @@
 
 use std::collections::HashSet;
 
-use super::blocks::{dab_decoder, dense, dense_residual, encoder_layer, mlp, norm, prelu, DecoderSpec, Params};
+use super::blocks::{
+    dab_decoder, dab_decoder_keys, dense, dense_residual, encoder_layer, mlp, norm, prelu, DecoderSpec, Params,
+};
 use super::config::Config;
 use super::postprocess::PostProcess;
 use super::{detr_prediction, Architecture, ModelIo, ModelKind, Prediction, VideoInput};
@@ -477,35 +479,9 @@ fn expected_keys(cfg: &VideoLightsConfig, video_width: usize, query_width: usize
         ln(&mut keys, format!("{pre}.norm2"), d);
         keys.push((format!("{pre}.activation.weight"), vec![1]));
     }
-    for l in 0..cfg.dec_layers {
-        let pre = format!("transformer.decoder.layers.{l}");
-        let mut projs = vec!["sa_qcontent_proj", "sa_qpos_proj", "sa_kcontent_proj", "sa_kpos_proj", "sa_v_proj"];
-        projs.extend(["self_attn.out_proj", "ca_qcontent_proj", "ca_kcontent_proj", "ca_kpos_proj", "ca_v_proj"]);
-        projs.extend(["ca_qpos_sine_proj", "cross_attn.out_proj"]);
-        if l == 0 {
-            projs.push("ca_qpos_proj");
-        }
-        for name in projs {
-            lin(&mut keys, format!("{pre}.{name}"), d, d);
-        }
-        lin(&mut keys, format!("{pre}.linear1"), f, d);
-        lin(&mut keys, format!("{pre}.linear2"), d, f);
-        for n in ["norm1", "norm2", "norm3"] {
-            ln(&mut keys, format!("{pre}.{n}"), d);
-        }
-        keys.push((format!("{pre}.activation.weight"), vec![1]));
-    }
-    ln(&mut keys, "transformer.decoder.norm".into(), d);
-    for (mlp, dims) in [
-        ("transformer.decoder.query_scale", vec![d, d, d]),
-        ("transformer.decoder.ref_point_head", vec![d, d, d]),
-        ("transformer.decoder.bbox_embed", vec![d, d, d, 2]),
-        ("transformer.decoder.ref_anchor_head", vec![d, d, 1]),
-        ("span_embed", vec![d, d, d, 2]),
-    ] {
-        for (i, io) in dims.windows(2).enumerate() {
-            lin(&mut keys, format!("{mlp}.layers.{i}"), io[1], io[0]);
-        }
+    dab_decoder_keys(&mut keys, "transformer.decoder", cfg.dec_layers, d, f);
+    for (i, io) in [d, d, d, 2].windows(2).enumerate() {
+        lin(&mut keys, format!("span_embed.layers.{i}"), io[1], io[0]);
     }
     lin(&mut keys, "class_embed".into(), 2, d);
     keys.push(("query_embed.weight".into(), vec![q, 2]));
