@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use moment_gpu::io::read_array;
+use moment_gpu::io::{read_array, Array};
 use moment_gpu::models::{Model, Prediction, QueryInput, VideoInput};
+use moment_gpu::testing::assert_close;
 use serde_json::Value;
 
 /// The fixture directory of `model`, generated on first use in this test binary.
@@ -101,6 +102,44 @@ pub fn cases(model: &str) -> Vec<Case> {
             value: c.clone(),
         })
         .collect()
+}
+
+/// Sample `b`'s raw feature sources of `kind` (`"video"` / `"query"`), in order, with their names.
+pub fn raw_sources(case: &Case, b: usize, kind: &str) -> (Vec<Array>, Vec<String>) {
+    let paths: Vec<PathBuf> = case.value["raw_inputs"][b][kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| case.dir.join(f.as_str().unwrap()))
+        .collect();
+    let arrays = paths.iter().map(|p| read_array(p, None, &[]).unwrap()).collect();
+    (arrays, paths.iter().map(|p| p.display().to_string()).collect())
+}
+
+/// `video_from_sources` / `query_from_sources` on every sample's raw sources give the case's
+/// model-ready inputs: same clips and tokens, values within 1e-6 (float32 normalisation in a
+/// different summation order than NumPy's).
+pub fn assert_preprocessing(model: &Model, case: &Case) {
+    let ready = case.inputs();
+    for (b, (video_ready, query_ready)) in ready.iter().enumerate() {
+        let (vs, vn) = raw_sources(case, b, "video");
+        let (qs, qn) = raw_sources(case, b, "query");
+        let video = model.video_from_sources(&vs, &vn).unwrap();
+        let query = model.query_from_sources(&qs, &qn).unwrap();
+        assert_eq!(video.clips, video_ready.clips, "{} sample {b}: clips", case.name);
+        assert_eq!(query.tokens, query_ready.tokens, "{} sample {b}: tokens", case.name);
+        let tol = Tolerance::new(1e-6, 1e-6);
+        assert_close(&format!("{} sample {b}: video", case.name), &video.data, &video_ready.data, tol);
+        assert_close(&format!("{} sample {b}: query", case.name), &query.data, &query_ready.data, tol);
+    }
+}
+
+/// On a GPU, the last forward was one submit and one readback.
+pub fn assert_one_submit(model: &Model, what: &str) {
+    if let moment_gpu::Device::Gpu(_) = model.device() {
+        let stats = model.last_stats();
+        assert_eq!((stats.submits, stats.readbacks), (1, 1), "{what}: one submit and one readback per forward");
+    }
 }
 
 /// Runs every sample of `case` in one padded batch.

@@ -2,14 +2,16 @@
 //! float32 PyTorch model to ≤ 1.3e-6 on logits, ≤ 5e-7 on spans, ≤ 7e-7 on the IoU logits and
 //! ≤ 2.2e-6 on saliency).
 
-use moment_gpu::io::{read_array, Array};
+use moment_gpu::io::Array;
 use moment_gpu::models::{Model, Prediction, QueryInput, VideoInput};
 use moment_gpu::testing::{assert_close, gpu};
 use moment_gpu::weights::Weights;
 use moment_gpu::{Device, Error};
 use serde_json::{json, Value};
 
-use crate::common::{assert_json_lines, cases, predict, Case, Tolerance};
+use crate::common::{
+    assert_json_lines, assert_one_submit, assert_preprocessing, cases, predict, raw_sources, Case, Tolerance,
+};
 
 /// Logits and IoU logits: 1e-4 absolute, the bound for a float32 runtime vs the float64
 /// spec (the spec's suggested acceptance).
@@ -58,15 +60,7 @@ fn check_backend(device: &Device, backend: &str) {
         let predictions = predict(&model, &case);
         assert_raw_outputs(&case, &predictions, backend);
         assert_json_lines(&case, &predictions, SALIENCY);
-        if let Device::Gpu(_) = device {
-            let stats = model.last_stats();
-            assert_eq!(
-                (stats.submits, stats.readbacks),
-                (1, 1),
-                "{}: one submit and one readback per forward",
-                case.name
-            );
-        }
+        assert_one_submit(&model, &case.name);
     }
 }
 
@@ -117,14 +111,6 @@ fn padded_batch_equals_single_runs_on_gpu() {
     batch_equals_single_runs(&gpu);
 }
 
-fn read(paths: &[std::path::PathBuf]) -> Vec<Array> {
-    paths.iter().map(|p| read_array(p, None, &[]).unwrap()).collect()
-}
-
-fn names(paths: &[std::path::PathBuf]) -> Vec<String> {
-    paths.iter().map(|p| p.display().to_string()).collect()
-}
-
 /// `video_from_sources` / `query_from_sources` reproduce the SG-DETR data loader: truncation to
 /// `max_video_length` / `max_query_length`, `x / (‖x‖ + 1e-5)`, TEF from the real length, zero
 /// clips up to a multiple of 4; a `(1, N, D)` text array is read as its first slice.
@@ -132,24 +118,13 @@ fn names(paths: &[std::path::PathBuf]) -> Vec<String> {
 fn raw_sources_preprocess_like_the_official_loader() {
     for case in cases("sg_detr") {
         let model = load(&case, &Device::Cpu);
-        let ready = case.inputs();
-        for (b, raw) in case.value["raw_inputs"].as_array().unwrap().iter().enumerate() {
-            let files = |kind: &str| -> Vec<_> {
-                raw[kind].as_array().unwrap().iter().map(|f| case.dir.join(f.as_str().unwrap())).collect()
-            };
-            let (vf, qf) = (files("video"), files("query"));
-            let video = model.video_from_sources(&read(&vf), &names(&vf)).unwrap();
-            let query = model.query_from_sources(&read(&qf), &names(&qf)).unwrap();
-            assert_eq!(video.clips, ready[b].0.clips, "{} sample {b}: padded clips", case.name);
-            assert_eq!(query.tokens, ready[b].1.tokens, "{} sample {b}: tokens", case.name);
-            // float32 normalisation in a different summation order than NumPy's / torch's.
-            let tol = Tolerance::new(1e-6, 1e-6);
-            assert_close(&format!("{} sample {b}: video", case.name), &video.data, &ready[b].0.data, tol);
-            assert_close(&format!("{} sample {b}: query", case.name), &query.data, &ready[b].1.data, tol);
-            let mut q3 = read(&qf);
+        assert_preprocessing(&model, &case);
+        for b in 0..case.batch() {
+            let (mut q3, names) = raw_sources(&case, b, "query");
+            let query = model.query_from_sources(&q3, &names).unwrap();
             let shape = q3[0].shape.clone();
             q3[0].shape = [vec![1], shape].concat();
-            let query3 = model.query_from_sources(&q3, &names(&qf)).unwrap();
+            let query3 = model.query_from_sources(&q3, &names).unwrap();
             assert_eq!(query3.data, query.data, "{} sample {b}: (1, N, D) text", case.name);
         }
     }

@@ -1,13 +1,14 @@
 //! TR-DETR against the NumPy spec (tr-detr.md §9: the float64 reference agrees with the official
 //! float32 PyTorch model to ~1e-6 on logits/spans and ~7e-6 on saliency).
 
-use moment_gpu::io::read_array;
 use moment_gpu::models::Model;
 use moment_gpu::testing::{assert_close, gpu};
 use moment_gpu::weights::Weights;
 use moment_gpu::{Device, Error};
 
-use crate::common::{assert_json_lines, assert_raw_outputs, cases, predict, Case, Tolerance};
+use crate::common::{
+    assert_json_lines, assert_one_submit, assert_preprocessing, assert_raw_outputs, cases, predict, Case, Tolerance,
+};
 
 /// Logits and spans: 1e-4 absolute, the bound for a float32 runtime vs the float64 spec.
 const LOGITS_SPANS: Tolerance = Tolerance::new(1e-4, 0.0);
@@ -25,15 +26,7 @@ fn check_backend(device: &Device, backend: &str) {
         let predictions = predict(&model, &case);
         assert_raw_outputs(&case, &predictions, LOGITS_SPANS, SALIENCY, backend);
         assert_json_lines(&case, &predictions, SALIENCY);
-        if let Device::Gpu(_) = device {
-            let stats = model.last_stats();
-            assert_eq!(
-                (stats.submits, stats.readbacks),
-                (1, 1),
-                "{}: one submit and one readback per forward",
-                case.name
-            );
-        }
+        assert_one_submit(&model, &case.name);
     }
 }
 
@@ -54,27 +47,7 @@ fn gpu_matches_the_spec() {
 #[test]
 fn raw_sources_preprocess_like_the_official_loader() {
     for case in cases("tr_detr").iter().filter(|c| c.name.starts_with("small")) {
-        let model = load(case, &Device::Cpu);
-        let ready = case.inputs();
-        for (b, raw) in case.value["raw_inputs"].as_array().unwrap().iter().enumerate() {
-            let files = |kind: &str| -> Vec<_> {
-                raw[kind].as_array().unwrap().iter().map(|f| case.dir.join(f.as_str().unwrap())).collect()
-            };
-            let read = |paths: &[std::path::PathBuf]| {
-                paths.iter().map(|p| read_array(p, None, &[]).unwrap()).collect::<Vec<_>>()
-            };
-            let names =
-                |paths: &[std::path::PathBuf]| paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
-            let (vf, qf) = (files("video"), files("query"));
-            let video = model.video_from_sources(&read(&vf), &names(&vf)).unwrap();
-            let query = model.query_from_sources(&read(&qf), &names(&qf)).unwrap();
-            assert_eq!(video.clips, ready[b].0.clips, "{} sample {b}: clips", case.name);
-            assert_eq!(query.tokens, ready[b].1.tokens, "{} sample {b}: tokens", case.name);
-            // float32 normalisation in a different summation order than NumPy's.
-            let tol = Tolerance::new(1e-6, 1e-6);
-            assert_close(&format!("{} sample {b}: video", case.name), &video.data, &ready[b].0.data, tol);
-            assert_close(&format!("{} sample {b}: query", case.name), &query.data, &ready[b].1.data, tol);
-        }
+        assert_preprocessing(&load(case, &Device::Cpu), case);
     }
 }
 
