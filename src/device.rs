@@ -94,7 +94,7 @@ impl Device {
             Device::Gpu(gpu) if gpu.f16_weights => format!("{} ({:?}, f16 weights)", gpu.info.name, gpu.info.backend),
             Device::Gpu(gpu) => format!("{} ({:?})", gpu.info.name, gpu.info.backend),
             Device::Cpu => {
-                format!("CPU backend ({}, {} threads)", crate::ops::gemm::isa(), rayon::current_num_threads())
+                format!("CPU backend ({}, {} threads)", crate::ops::gemm::isa(), crate::ops::pool::threads())
             }
         }
     }

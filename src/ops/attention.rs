@@ -14,7 +14,6 @@
 //! **A query with no valid key gets an all-zero output row** (and all-zero weights); PyTorch
 //! returns NaN there.
 
-use rayon::prelude::*;
 
 use super::gemm::{self, packed_len, Epilogue, PackedB};
 use super::{grid_1d, sigmoid, vmath, Kernel, Params, Prepared, Shader, SharedOut};
@@ -175,10 +174,10 @@ impl Kernel for FusedAttention {
         let out = SharedOut::new(outputs[0]);
         let heads = self.batch * self.heads;
         let work = heads * self.lq * self.lk * (self.dk + self.dv);
-        if work < PARALLEL_MIN_WORK || rayon::current_num_threads() == 1 {
+        if work < PARALLEL_MIN_WORK {
             (0..heads).for_each(|bh| self.head_fast(bh / self.heads, bh % self.heads, inputs, out));
         } else {
-            (0..heads).into_par_iter().for_each(|bh| self.head_fast(bh / self.heads, bh % self.heads, inputs, out));
+            super::pool::for_each(heads, |bh| self.head_fast(bh / self.heads, bh % self.heads, inputs, out));
         }
     }
 

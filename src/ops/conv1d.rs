@@ -135,11 +135,9 @@ impl Kernel for Conv1d {
             // Large inputs: runs of rows over the pool (each task writes its own rows).
             const ROWS_PER_TASK: usize = 128;
             if rows > 2 * ROWS_PER_TASK {
-                use rayon::prelude::*;
-                depthwise
-                    .par_chunks_mut(ROWS_PER_TASK * c_in)
-                    .enumerate()
-                    .for_each(|(t, chunk)| depthwise_rows(t * ROWS_PER_TASK, chunk));
+                super::pool::for_each_chunk(depthwise, ROWS_PER_TASK * c_in, |t, chunk| {
+                    depthwise_rows(t * ROWS_PER_TASK, chunk)
+                });
             } else {
                 depthwise_rows(0, depthwise);
             }

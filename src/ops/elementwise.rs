@@ -5,7 +5,6 @@
 //! `shaders/elementwise_binary_vec4.wgsl` (vec4 loads), each completed by
 //! `shaders/elementwise_common.wgsl`.
 
-use rayon::prelude::*;
 
 use super::{grid_1d, sigmoid as sigmoid_f32, vmath, Kernel, Params, Shader};
 use crate::error::{Error, Result};
@@ -203,7 +202,7 @@ impl Kernel for UnaryOp {
     }
 }
 
-/// Tensors of at least this many values are computed over the rayon pool.
+/// Tensors of at least this many values are computed over the CPU backend's pool.
 const PARALLEL_MIN_VALUES: usize = 1 << 16;
 
 /// `out[i] = op(a[i], b[i])`, with `a` empty meaning `out` already holds `a`; one loop per op.
@@ -321,7 +320,7 @@ impl Kernel for BinaryOp {
         }
         // Large tensors: runs of rows over the pool.
         let rows_per_task = PARALLEL_MIN_VALUES.div_ceil(width);
-        out.par_chunks_mut(rows_per_task * width).enumerate().for_each(|(t, rows)| run(t * rows_per_task, rows));
+        super::pool::for_each_chunk(out, rows_per_task * width, |t, rows| run(t * rows_per_task, rows));
     }
 
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {

@@ -7,14 +7,12 @@
 //! [`PANEL`] columns laid out K-major; a forward then only streams them. The register-tiled
 //! micro-kernel is plain Rust that LLVM vectorises, compiled three times: for AVX-512, for
 //! AVX2 + FMA (chosen at run time on x86-64) and portable. The epilogue (bias, activation,
-//! residual) is applied while the tile is still in cache. Tiles are spread over the rayon
-//! pool; small products stay on the calling thread.
+//! residual) is applied while the tile is still in cache. Tiles are spread over the CPU
+//! backend's [`pool`]; small products stay on the calling thread.
 
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
-use super::{activate, SharedOut};
+use super::{activate, pool, SharedOut};
 
 /// Columns per packed panel: one AVX-512 register, two AVX2 registers. Micro-tiles are at most
 /// two panels wide.
@@ -175,9 +173,8 @@ fn gemm_with(block: BlockFn, m: usize, a: &[f32], lda: usize, b: &PackedB<&[f32]
         unsafe { block(a, lda, b, rows, panels, c, epilogue) }
     };
     let out = SharedOut::new(&mut c[..m * n]);
-    let threads = rayon::current_num_threads();
-    // Already on a pool thread (a kernel parallel over heads or samples): stay there.
-    if m * n * k < PARALLEL_MIN_MACS || threads == 1 || rayon::current_thread_index().is_some() {
+    let threads = pool::threads();
+    if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
         for rb in 0..row_blocks {
             tile(rb * rb_rows..((rb + 1) * rb_rows).min(m), 0..panels, out);
         }
@@ -187,7 +184,8 @@ fn gemm_with(block: BlockFn, m: usize, a: &[f32], lda: usize, b: &PackedB<&[f32]
     let groups = (4 * threads).div_ceil(row_blocks).clamp(1, panels);
     let per_group = panels.div_ceil(groups);
     let groups = panels.div_ceil(per_group);
-    (0..row_blocks * groups).into_par_iter().for_each(|t| {
+    // Inside another kernel's task (attention's heads) this runs serially on that thread.
+    pool::for_each(row_blocks * groups, |t| {
         let (rb, g) = (t / groups, t % groups);
         let rows = rb * rb_rows..((rb + 1) * rb_rows).min(m);
         tile(rows, g * per_group..((g + 1) * per_group).min(panels), out);
@@ -226,6 +224,10 @@ pub fn isa() -> &'static str {
 
 /// One row block × a run of panels, with micro-tiles of `MR` rows × `NP` panels.
 ///
+/// Weights are read once per forward, mostly from memory: while the row tiles of one run of
+/// `NP` panels compute, they prefetch the next run (one cache line per step of the dot
+/// product, spread over the tiles), so its first tile does not wait on memory.
+///
 /// # Safety
 /// `out` must address an `(rows.end) × n` row-major matrix no other thread writes in these
 /// rows × panel columns.
@@ -239,23 +241,70 @@ unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
     out: SharedOut,
     epilogue: &Epilogue,
 ) {
+    let tiles = rows.len().div_ceil(MR);
+    // Lines of the next run: one per panel row (PANEL floats = 64 bytes). Tile `r` at step
+    // `kk` prefetches line `(r·k + kk) >> shift`, which covers them all once spread.
+    let shift = (tiles / NP).max(1).ilog2();
     let mut p = panels.start;
     while p < panels.end {
         let np = NP.min(panels.end - p);
+        let next_np = NP.min(panels.end.saturating_sub(p + np));
+        let ahead = Prefetch {
+            lines: b.data[(p + np).min(b.n.div_ceil(PANEL)) * b.k * PANEL..].as_ptr(),
+            count: next_np * b.k,
+            first: 0,
+            shift,
+        };
         let mut i = rows.start;
+        let mut r = 0;
         while i < rows.end {
             let mr = MR.min(rows.end - i);
             let a = unsafe { a.as_ptr().add(i * lda) };
+            let ahead = Prefetch { first: r * b.k, ..ahead };
             // SAFETY: rows i .. i + mr and panels p .. p + np exist.
             if np == NP {
-                unsafe { tile::<MR, NP, FUSED>(mr, a, lda, b, p, i, out, epilogue) }
+                unsafe { tile::<MR, NP, FUSED>(mr, a, lda, b, p, i, out, epilogue, ahead) }
             } else {
-                unsafe { tile::<MR, 1, FUSED>(mr, a, lda, b, p, i, out, epilogue) }
+                unsafe { tile::<MR, 1, FUSED>(mr, a, lda, b, p, i, out, epilogue, ahead) }
             }
             i += MR;
+            r += 1;
         }
         p += NP;
     }
+}
+
+/// Which lines of the next panels a micro-tile prefetches: line `(first + kk) >> shift` at
+/// step `kk`, while it is below `count`.
+#[derive(Clone, Copy)]
+struct Prefetch {
+    lines: *const f32,
+    count: usize,
+    first: usize,
+    shift: u32,
+}
+
+impl Prefetch {
+    #[inline(always)]
+    fn at(&self, kk: usize) {
+        let line = (self.first + kk) >> self.shift;
+        if line < self.count {
+            // SAFETY: the line lies inside the packed panels (count lines from `lines`).
+            prefetch(unsafe { self.lines.add(line * PANEL) });
+        }
+    }
+}
+
+/// Asks for the cache line at `p` into L2 (a hint: no fault, no effect on results).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; any address is allowed.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The micro-tile of `mr ≤ MR` rows × `Q` panels at row `row0`, panel `p`: the height is a
@@ -274,11 +323,12 @@ unsafe fn tile<const MR: usize, const Q: usize, const FUSED: bool>(
     row0: usize,
     out: SharedOut,
     e: &Epilogue,
+    ahead: Prefetch,
 ) {
     macro_rules! rows {
         ($($r:literal)*) => {
             match mr {
-                $($r if $r <= MR => unsafe { micro::<$r, Q, FUSED>(a, lda, b, p, row0, out, e) },)*
+                $($r if $r <= MR => unsafe { micro::<$r, Q, FUSED>(a, lda, b, p, row0, out, e, ahead) },)*
                 _ => unreachable!("micro-tiles are at most 12 rows"),
             }
         };
@@ -302,14 +352,15 @@ unsafe fn micro<const MR: usize, const NP: usize, const FUSED: bool>(
     row0: usize,
     out: SharedOut,
     e: &Epilogue,
+    ahead: Prefetch,
 ) {
     let k = b.k;
     // K in chunks, each summed in registers from zero and then added to the total: a long dot
     // product then rounds like a sum of short ones (as blocked BLAS and the GPU tiles do).
-    let mut total = unsafe { chunk::<MR, NP, FUSED>(a, lda, b, p, 0..k.min(K_CHUNK)) };
+    let mut total = unsafe { chunk::<MR, NP, FUSED>(a, lda, b, p, 0..k.min(K_CHUNK), ahead) };
     let mut k0 = K_CHUNK;
     while k0 < k {
-        let part = unsafe { chunk::<MR, NP, FUSED>(a, lda, b, p, k0..(k0 + K_CHUNK).min(k)) };
+        let part = unsafe { chunk::<MR, NP, FUSED>(a, lda, b, p, k0..(k0 + K_CHUNK).min(k), ahead) };
         for (total, part) in total.iter_mut().zip(&part) {
             for (total, part) in total.iter_mut().zip(part) {
                 total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
@@ -331,11 +382,13 @@ unsafe fn chunk<const MR: usize, const NP: usize, const FUSED: bool>(
     b: &PackedB<&[f32]>,
     p: usize,
     ks: std::ops::Range<usize>,
+    ahead: Prefetch,
 ) -> [[[f32; PANEL]; NP]; MR] {
     let k = b.k;
     let panels = unsafe { b.data.as_ptr().add(p * k * PANEL) };
     let mut part = [[[0.0f32; PANEL]; NP]; MR];
     for kk in ks {
+        ahead.at(kk);
         // SAFETY: in bounds by the contract above; raw reads keep bounds checks out of the loop
         // LLVM turns into broadcast-FMAs.
         let bv: [[f32; PANEL]; NP] =

@@ -28,6 +28,7 @@ pub mod masked_conv1d;
 pub mod matmul;
 pub mod moment_rows;
 pub mod norm;
+pub mod pool;
 pub mod position;
 pub mod proposals;
 pub mod reduce;

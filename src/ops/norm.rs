@@ -41,7 +41,6 @@ impl Kernel for LayerNorm {
     /// The CPU backend: the same two-pass statistics in f32 with lane-wise partial sums, rows
     /// spread over the pool on large tensors.
     fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], _: Option<&super::Prepared>) {
-        use rayon::prelude::*;
         let (x, gamma, beta) = (inputs[0], inputs[1], inputs[2]);
         let n = self.n;
         let row = |(xr, yr): (&[f32], &mut [f32])| {
@@ -54,7 +53,12 @@ impl Kernel for LayerNorm {
         };
         let (x, y) = (&x[..self.rows * n], &mut outputs[0][..self.rows * n]);
         if self.rows * n >= PARALLEL_MIN_VALUES {
-            x.par_chunks_exact(n).zip(y.par_chunks_exact_mut(n)).for_each(row);
+            // Runs of rows, about PARALLEL_MIN_VALUES / 4 values each.
+            let rows_per_task = (PARALLEL_MIN_VALUES / 4).div_ceil(n);
+            super::pool::for_each_chunk(y, rows_per_task * n, |t, ys| {
+                let xs = &x[t * rows_per_task * n..][..ys.len()];
+                xs.chunks_exact(n).zip(ys.chunks_exact_mut(n)).for_each(row);
+            });
         } else {
             x.chunks_exact(n).zip(y.chunks_exact_mut(n)).for_each(row);
         }
