@@ -14,7 +14,6 @@
 //! **A query with no valid key gets an all-zero output row** (and all-zero weights); PyTorch
 //! returns NaN there.
 
-
 use super::gemm::{self, packed_len, Epilogue, PackedB};
 use super::{grid_1d, sigmoid, vmath, Kernel, Params, Prepared, Shader, SharedOut};
 use crate::error::{Error, Result};

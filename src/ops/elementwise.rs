@@ -5,7 +5,6 @@
 //! `shaders/elementwise_binary_vec4.wgsl` (vec4 loads), each completed by
 //! `shaders/elementwise_common.wgsl`.
 
-
 use super::{grid_1d, sigmoid as sigmoid_f32, vmath, Kernel, Params, Shader};
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};

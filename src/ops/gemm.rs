@@ -30,8 +30,12 @@ fn row_block(k: usize) -> usize {
 /// Terms of the dot product summed in registers before they are added to the running sum.
 const K_CHUNK: usize = 256;
 
-/// Below this many multiply-adds a product runs on one thread (fork/join costs more).
-const PARALLEL_MIN_MACS: usize = 1 << 22;
+/// Below this many multiply-adds a product runs on one thread (fork/join costs more)...
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// ...unless `b` has this many values: a product of few rows is bound by reading `b`, and
+/// two cores read it twice as fast (the GRU's one-row step).
+const PARALLEL_MIN_WEIGHTS: usize = 1 << 17;
 
 /// The right operand `b (K, N)`, packed: panel `p` holds columns `p·PANEL ..` as K rows of
 /// `PANEL` values (zero-padded past N). Owns its panels (weights packed at plan time) or
@@ -174,7 +178,7 @@ fn gemm_with(block: BlockFn, m: usize, a: &[f32], lda: usize, b: &PackedB<&[f32]
     };
     let out = SharedOut::new(&mut c[..m * n]);
     let threads = pool::threads();
-    if m * n * k < PARALLEL_MIN_MACS || threads == 1 {
+    if (m * n * k < PARALLEL_MIN_MACS && n * k < PARALLEL_MIN_WEIGHTS) || threads == 1 {
         for rb in 0..row_blocks {
             tile(rb * rb_rows..((rb + 1) * rb_rows).min(m), 0..panels, out);
         }
@@ -290,18 +294,26 @@ impl Prefetch {
         let line = (self.first + kk) >> self.shift;
         if line < self.count {
             // SAFETY: the line lies inside the packed panels (count lines from `lines`).
-            prefetch(unsafe { self.lines.add(line * PANEL) });
+            prefetch::<false>(unsafe { self.lines.add(line * PANEL) });
         }
     }
 }
 
-/// Asks for the cache line at `p` into L2 (a hint: no fault, no effect on results).
+/// Steps of the dot product a short tile asks for its lines of `b` ahead.
+const L1_AHEAD: usize = 24;
+
+/// Asks for the cache line at `p` into L1 or L2 (a hint: no fault, no effect on results).
 #[inline(always)]
-fn prefetch(p: *const f32) {
+fn prefetch<const L1: bool>(p: *const f32) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint; any address is allowed.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8)
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        if L1 {
+            _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+        } else {
+            _mm_prefetch::<_MM_HINT_T1>(p as *const i8)
+        }
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
@@ -386,21 +398,53 @@ unsafe fn chunk<const MR: usize, const NP: usize, const FUSED: bool>(
 ) -> [[[f32; PANEL]; NP]; MR] {
     let k = b.k;
     let panels = unsafe { b.data.as_ptr().add(p * k * PANEL) };
-    let mut part = [[[0.0f32; PANEL]; NP]; MR];
-    for kk in ks {
-        ahead.at(kk);
-        // SAFETY: in bounds by the contract above; raw reads keep bounds checks out of the loop
-        // LLVM turns into broadcast-FMAs.
-        let bv: [[f32; PANEL]; NP] =
-            std::array::from_fn(|q| unsafe { *(panels.add((q * k + kk) * PANEL) as *const [f32; PANEL]) });
-        for (r, part) in part.iter_mut().enumerate() {
-            let x = unsafe { *a.add(r * lda + kk) };
-            for q in 0..NP {
-                for j in 0..PANEL {
-                    // `mul_add` is one instruction only where the target has FMA; elsewhere it
-                    // is a libm call, so the portable build multiplies and adds.
-                    part[q][j] = if FUSED { x.mul_add(bv[q][j], part[q][j]) } else { x * bv[q][j] + part[q][j] };
+    // A macro, not a closure: the sums must stay in registers.
+    macro_rules! step {
+        ($part:ident, $kk:expr) => {{
+            let (part, kk) = (&mut $part, $kk);
+            ahead.at(kk);
+            if MR * NP <= 4 {
+                // Few rows reuse each line of `b` too little to hide its trip from L2: ask for
+                // it early, into L1.
+                (0..NP).for_each(|q| prefetch::<true>(panels.wrapping_add((q * k + kk + L1_AHEAD) * PANEL)));
+            }
+            // SAFETY: in bounds by the contract above; raw reads keep bounds checks out of the loop
+            // LLVM turns into broadcast-FMAs.
+            let bv: [[f32; PANEL]; NP] =
+                std::array::from_fn(|q| unsafe { *(panels.add((q * k + kk) * PANEL) as *const [f32; PANEL]) });
+            for (r, part) in part.iter_mut().enumerate() {
+                let x = unsafe { *a.add(r * lda + kk) };
+                for q in 0..NP {
+                    for j in 0..PANEL {
+                        // `mul_add` is one instruction only where the target has FMA; elsewhere it
+                        // is a libm call, so the portable build multiplies and adds.
+                        part[q][j] = if FUSED { x.mul_add(bv[q][j], part[q][j]) } else { x * bv[q][j] + part[q][j] };
+                    }
                 }
+            }
+        }};
+    }
+    let mut part = [[[0.0f32; PANEL]; NP]; MR];
+    if MR * NP > 4 {
+        for kk in ks {
+            step!(part, kk);
+        }
+    } else {
+        // A short tile (the GRU's one-row step, a decoder's last rows) has too few sums to hide
+        // the FMA latency: even and odd steps go to two independent sums.
+        let mut odd = [[[0.0f32; PANEL]; NP]; MR];
+        let mut kk = ks.start;
+        while kk + 1 < ks.end {
+            step!(part, kk);
+            step!(odd, kk + 1);
+            kk += 2;
+        }
+        if kk < ks.end {
+            step!(part, kk);
+        }
+        for (part, odd) in part.iter_mut().zip(&odd) {
+            for (part, odd) in part.iter_mut().zip(odd) {
+                part.iter_mut().zip(odd).for_each(|(p, o)| *p += o);
             }
         }
     }
