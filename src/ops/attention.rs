@@ -258,22 +258,8 @@ impl FusedAttention {
             // Masked softmax per query row; 1/sum and the gate fold into the probabilities.
             for (i, row) in scores.chunks_exact_mut(lk).enumerate() {
                 let q_pad_b2 = self.has_qmask && qmask[b2 * lq + i] <= 0.5;
-                let bias: &[f32] = if q_pad_b2 { crossed } else { plain };
-                let mut max = f32::NEG_INFINITY;
-                for (s, &m) in row.iter_mut().zip(bias) {
-                    *s = *s * self.scale + m;
-                    max = max.max(*s);
-                }
-                if max == f32::NEG_INFINITY {
-                    row.fill(0.0); // no valid key: zero row
-                    continue;
-                }
-                row.iter_mut().for_each(|s| *s -= max);
-                vmath::exp_in_place(row); // masked keys: exp(-inf) = 0
-                let sum: f32 = row.iter().sum();
                 let g = if self.has_gate { sigmoid(gate[b * lq + i]) } else { 1.0 };
-                let f = g / sum;
-                row.iter_mut().for_each(|s| *s *= f);
+                vmath::softmax_row(row, if q_pad_b2 { crossed } else { plain }, self.scale, g);
             }
             let value_at = |j: usize| (b * lk + j) * self.v_win[0] + self.v_win[1] + h * dv;
             let values = PackedB::pack_rows_into(v_buf, lk, dv, |j| &v[value_at(j)..value_at(j) + dv]);

@@ -77,16 +77,20 @@ impl<'a> PackedB<&'a [f32]> {
         column: impl Fn(usize) -> &'c [f32],
     ) -> Self {
         let data = &mut buffer[..packed_len(k, n)];
-        for p in 0..n.div_ceil(PANEL) {
-            let panel = &mut data[p * k * PANEL..(p + 1) * k * PANEL];
-            for j in 0..PANEL {
+        for (p, panel) in data.chunks_exact_mut(k * PANEL).enumerate() {
+            // The panel's columns (an empty one past n), then row by row: writes stay
+            // sequential and each column's reads walk forward.
+            let cols: [&[f32]; PANEL] = std::array::from_fn(|j| {
                 let col = p * PANEL + j;
                 if col < n {
-                    for (kk, &v) in column(col)[..k].iter().enumerate() {
-                        panel[kk * PANEL + j] = v;
-                    }
+                    &column(col)[..k]
                 } else {
-                    (0..k).for_each(|kk| panel[kk * PANEL + j] = 0.0);
+                    &[]
+                }
+            });
+            for (kk, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                for (v, col) in row.iter_mut().zip(&cols) {
+                    *v = col.get(kk).copied().unwrap_or(0.0);
                 }
             }
         }

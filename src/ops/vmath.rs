@@ -28,14 +28,17 @@ fn madd<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
 #[inline(always)]
 fn exp1<const F: bool>(x: f32) -> f32 {
     let xc = x.clamp(EXP_MIN, EXP_MAX);
-    let n = (xc * LOG2_E).round();
+    let n = (xc * LOG2_E).round_ties_even();
     let r = madd::<F>(n, -LN2_LO, madd::<F>(n, -LN2_HI, xc));
     // exp(r) on |r| ≤ ln2 / 2 by its Taylor series to r⁷ (truncation < 1e-9 relative).
     let mut p: f32 = 1.0 / 5040.0;
     for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
         p = madd::<F>(p, r, c);
     }
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // 2ⁿ built from the bits: adding 1.5·2²³ puts the integer n + 127 in the low mantissa
+    // bits, which the shift moves into the exponent. (`n as i32` would saturate lane by lane
+    // and keep the loop from vectorising.)
+    let scale = f32::from_bits((n + (127.0 + 12_582_912.0)).to_bits() << 23);
     if x < EXP_MIN {
         0.0
     } else {
@@ -98,7 +101,71 @@ fn exp_body<const F: bool>(xs: &mut [f32]) {
     xs.iter_mut().for_each(|x| *x = exp1::<F>(*x));
 }
 
+/// Lanes of the partial maxima and sums in [`softmax_row_body`]: one AVX-512 register.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn larger(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// `row ← factor · softmax(row · scale + bias)`; a row with no finite score becomes zeros.
+/// Maximum and sum are kept per lane and the row's last partial group is padded to a whole one,
+/// so every pass runs at full vector width.
+#[inline(always)]
+fn softmax_row_body<const F: bool>(row: &mut [f32], bias: &[f32], scale: f32, factor: f32) {
+    let len = row.len();
+    let whole = len / LANES * LANES;
+    // The last partial group, padded with scores of −∞ (they add exp(−∞) = 0).
+    let mut last = [f32::NEG_INFINITY; LANES];
+    let mut last_bias = [0.0f32; LANES];
+    last[..len - whole].copy_from_slice(&row[whole..]);
+    last_bias[..len - whole].copy_from_slice(&bias[whole..len]);
+    // Plain functions, not closures: closures do not inherit the caller's target features.
+    #[inline(always)]
+    fn scaled(c: &mut [f32; LANES], b: &[f32; LANES], scale: f32, maxima: &mut [f32; LANES]) {
+        for j in 0..LANES {
+            c[j] = c[j] * scale + b[j];
+            maxima[j] = larger(c[j], maxima[j]);
+        }
+    }
+    #[inline(always)]
+    fn exps<const F: bool>(c: &mut [f32; LANES], max: f32, sums: &mut [f32; LANES]) {
+        for j in 0..LANES {
+            c[j] = exp1::<F>(c[j] - max); // masked: exp(−∞) = 0
+            sums[j] += c[j];
+        }
+    }
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    for (c, b) in row[..whole].chunks_exact_mut(LANES).zip(bias.chunks_exact(LANES)) {
+        scaled(c.try_into().unwrap(), b.try_into().unwrap(), scale, &mut maxima);
+    }
+    scaled(&mut last, &last_bias, scale, &mut maxima);
+    let max = maxima.iter().fold(f32::NEG_INFINITY, |m, &v| larger(v, m));
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0); // no valid key
+        return;
+    }
+    let mut sums = [0.0f32; LANES];
+    for c in row[..whole].chunks_exact_mut(LANES) {
+        exps::<F>(c.try_into().unwrap(), max, &mut sums);
+    }
+    exps::<F>(&mut last, max, &mut sums);
+    let f = factor / sums.iter().sum::<f32>();
+    for c in row[..whole].chunks_exact_mut(LANES) {
+        c.iter_mut().for_each(|c| *c *= f);
+    }
+    for (c, l) in row[whole..].iter_mut().zip(&last) {
+        *c = l * f;
+    }
+}
+
 struct Kernels {
+    softmax_row: unsafe fn(&mut [f32], &[f32], f32, f32),
     exp: unsafe fn(&mut [f32]),
     gelu: unsafe fn(&mut [f32]),
     gru_gates: unsafe fn(&[f32], &[f32], &mut [f32]),
@@ -109,6 +176,10 @@ macro_rules! versions {
         $(
             #[cfg(target_arch = "x86_64")]
             mod $module {
+                #[target_feature(enable = $features)]
+                pub unsafe fn softmax_row(row: &mut [f32], bias: &[f32], scale: f32, factor: f32) {
+                    super::softmax_row_body::<true>(row, bias, scale, factor)
+                }
                 #[target_feature(enable = $features)]
                 pub unsafe fn exp(xs: &mut [f32]) {
                     super::exp_body::<true>(xs)
@@ -134,6 +205,10 @@ versions! {
 /// Whether the portable build's target has a fused multiply-add instruction.
 const PORTABLE_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
 
+unsafe fn softmax_row_portable(row: &mut [f32], bias: &[f32], scale: f32, factor: f32) {
+    softmax_row_body::<PORTABLE_FMA>(row, bias, scale, factor)
+}
+
 unsafe fn exp_portable(xs: &mut [f32]) {
     exp_body::<PORTABLE_FMA>(xs)
 }
@@ -153,14 +228,37 @@ fn kernels() -> &'static Kernels {
         {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") && has!("fma") {
-                return Kernels { exp: avx512::exp, gelu: avx512::gelu, gru_gates: avx512::gru_gates };
+                return Kernels {
+                    softmax_row: avx512::softmax_row,
+                    exp: avx512::exp,
+                    gelu: avx512::gelu,
+                    gru_gates: avx512::gru_gates,
+                };
             }
             if has!("avx2") && has!("fma") {
-                return Kernels { exp: avx2::exp, gelu: avx2::gelu, gru_gates: avx2::gru_gates };
+                return Kernels {
+                    softmax_row: avx2::softmax_row,
+                    exp: avx2::exp,
+                    gelu: avx2::gelu,
+                    gru_gates: avx2::gru_gates,
+                };
             }
         }
-        Kernels { exp: exp_portable, gelu: gelu_portable, gru_gates: gru_gates_portable }
+        Kernels {
+            softmax_row: softmax_row_portable,
+            exp: exp_portable,
+            gelu: gelu_portable,
+            gru_gates: gru_gates_portable,
+        }
     })
+}
+
+/// `row ← factor · softmax(row · scale + bias)` (`bias`: 0 or −∞ per key, at least as long as
+/// the row); a row whose scores are all −∞ becomes zeros.
+pub fn softmax_row(row: &mut [f32], bias: &[f32], scale: f32, factor: f32) {
+    assert!(bias.len() >= row.len(), "softmax bias shorter than the row");
+    // SAFETY: as in `exp_in_place`.
+    unsafe { (kernels().softmax_row)(row, bias, scale, factor) }
 }
 
 /// `x ← exp(x)` for every value.
@@ -253,6 +351,47 @@ mod tests {
             let n = (gi[2 * hd + j] as f64 + r * gh[2 * hd + j] as f64).tanh();
             let want = (1.0 - z) * n + z * h0[j] as f64;
             assert!((h[j] as f64 - want).abs() < 1e-6, "h[{j}] = {}, f64 {want}", h[j]);
+        }
+    }
+
+    /// Every build: rows shorter and longer than a lane group, masked keys, a fully masked row
+    /// (zeros) and the factor, against f64.
+    #[test]
+    fn softmax_row_matches_f64_on_every_build() {
+        type Row = unsafe fn(&mut [f32], &[f32], f32, f32);
+        let mut builds: Vec<(&str, Row)> = vec![("portable", softmax_row_portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                builds.push(("AVX2+FMA", avx2::softmax_row));
+            }
+            if has!("avx512f") && has!("fma") {
+                builds.push(("AVX-512", avx512::softmax_row));
+            }
+        }
+        let mut rng = crate::testing::Rng::new(11);
+        for len in [1, 5, 16, 17, 75, 100] {
+            let scores = rng.vec(len, -20.0, 20.0);
+            let bias: Vec<f32> = (0..len).map(|j| if j % 3 == 1 { f32::NEG_INFINITY } else { 0.0 }).collect();
+            for (build, softmax_row) in &builds {
+                for (bias, factor) in [(&bias, 0.7f32), (&vec![f32::NEG_INFINITY; len], 1.0)] {
+                    let mut row = scores.clone();
+                    // SAFETY: only builds whose features were detected.
+                    unsafe { softmax_row(&mut row, bias, 0.3, factor) };
+                    let logits: Vec<f64> =
+                        scores.iter().zip(bias.iter()).map(|(&s, &b)| s as f64 * 0.3 + b as f64).collect();
+                    let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+                    for (j, (&got, l)) in row.iter().zip(&logits).enumerate() {
+                        let want = if max == f64::NEG_INFINITY { 0.0 } else { factor as f64 * (l - max).exp() / sum };
+                        assert!(
+                            (got as f64 - want).abs() <= 1e-6 * (1.0 + want),
+                            "{build} len {len} [{j}]: {got} vs {want}"
+                        );
+                    }
+                }
+            }
         }
     }
 }
