@@ -250,6 +250,7 @@ unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
     epilogue: &Epilogue,
 ) {
     let tiles = rows.len().div_ceil(MR);
+    let (base_rows, extra_rows) = (rows.len() / tiles.max(1), rows.len() % tiles.max(1));
     // Lines of the next run: one per panel row (PANEL floats = 64 bytes). Tile `r` at step
     // `kk` prefetches line `(r·k + kk) >> shift`, which covers them all once spread.
     let shift = (tiles / NP).max(1).ilog2();
@@ -266,7 +267,9 @@ unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
         let mut i = rows.start;
         let mut r = 0;
         while i < rows.end {
-            let mr = MR.min(rows.end - i);
+            // Rows spread evenly over the tiles (75 rows: 5 × 11 + 2 × 10, not 6 × 12 + 3): a
+            // thin last tile has too few sums to keep the FMA units busy.
+            let mr = base_rows + usize::from(r < extra_rows);
             let a = unsafe { a.as_ptr().add(i * lda) };
             let ahead = Prefetch { first: r * b.k, ..ahead };
             // SAFETY: rows i .. i + mr and panels p .. p + np exist.
@@ -275,7 +278,7 @@ unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
             } else {
                 unsafe { tile::<MR, 1, FUSED>(mr, a, lda, b, p, i, out, epilogue, ahead) }
             }
-            i += MR;
+            i += mr;
             r += 1;
         }
         p += NP;
