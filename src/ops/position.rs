@@ -90,24 +90,34 @@ impl Kernel for SineFromMask {
     fn workgroups(&self) -> [u32; 3] {
         grid_1d(self.b * self.l)
     }
+    /// The CPU backend: the twin's computation, one sample per task.
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], _: Option<&super::Prepared>) {
+        let per_sample = self.l * self.cfg.num_feats;
+        super::pool::for_each_chunk(&mut outputs[0][..self.b * per_sample], per_sample, |b, y| {
+            self.sample(b, inputs[0], inputs[1], y)
+        });
+    }
+
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
-        let (mask, dim_t) = (inputs[0], inputs[1]);
-        let y = &mut outputs[0];
+        let per_sample = self.l * self.cfg.num_feats;
+        for (b, y) in outputs[0][..self.b * per_sample].chunks_exact_mut(per_sample).enumerate() {
+            self.sample(b, inputs[0], inputs[1], y);
+        }
+    }
+}
+
+impl SineFromMask {
+    /// Sample `b`'s `(L, F)` embedding into `y`.
+    fn sample(&self, b: usize, mask: &[f32], dim_t: &[f32], y: &mut [f32]) {
         let (l, f) = (self.l, self.cfg.num_feats);
-        let mut cum = vec![0.0f32; l];
-        for b in 0..self.b {
-            let mut acc = 0.0f32;
-            for t in 0..l {
-                acc += mask[b * l + t];
-                cum[t] = acc;
-            }
-            let last = cum[l - 1];
-            for t in 0..l {
-                let x = if self.cfg.normalize { cum[t] / (last + self.cfg.eps) * self.cfg.scale } else { cum[t] };
-                let row = &mut y[(b * l + t) * f..][..f];
-                for (k, out) in row.iter_mut().enumerate() {
-                    *out = sin_or_cos(k, x / dim_t[k]);
-                }
+        let mask = &mask[b * l..(b + 1) * l];
+        let last: f32 = mask.iter().sum();
+        let mut cum = 0.0f32;
+        for (t, row) in y.chunks_exact_mut(f).enumerate() {
+            cum += mask[t];
+            let x = if self.cfg.normalize { cum / (last + self.cfg.eps) * self.cfg.scale } else { cum };
+            for (k, out) in row.iter_mut().enumerate() {
+                *out = sin_or_cos(k, x / dim_t[k]);
             }
         }
     }
@@ -134,9 +144,24 @@ impl Kernel for SineCoords {
     fn workgroups(&self) -> [u32; 3] {
         grid_1d((self.values * self.f).div_ceil(256))
     }
-    fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
+    /// The CPU backend: the twin's computation, runs of rows over the pool.
+    fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], _: Option<&super::Prepared>) {
+        const ROWS_PER_TASK: usize = 64;
         let (v, dim_t) = (inputs[0], inputs[1]);
-        for (row, &c) in outputs[0].chunks_exact_mut(self.f).zip(v) {
+        super::pool::for_each_chunk(&mut outputs[0][..self.values * self.f], ROWS_PER_TASK * self.f, |t, rows| {
+            self.rows(&v[t * ROWS_PER_TASK..], dim_t, rows)
+        });
+    }
+
+    fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
+        self.rows(inputs[0], inputs[1], &mut outputs[0][..self.values * self.f]);
+    }
+}
+
+impl SineCoords {
+    /// The embedding rows `y` of the coordinates `v` (one per row).
+    fn rows(&self, v: &[f32], dim_t: &[f32], y: &mut [f32]) {
+        for (row, &c) in y.chunks_exact_mut(self.f).zip(v) {
             let a = c * self.scale;
             for (k, out) in row.iter_mut().enumerate() {
                 *out = sin_or_cos(k, a / dim_t[k]);
