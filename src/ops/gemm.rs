@@ -173,8 +173,10 @@ fn gemm_with(block: BlockFn, m: usize, a: &[f32], lda: usize, b: &PackedB<&[f32]
     if m == 0 || n == 0 {
         return;
     }
-    let rb_rows = row_block(k);
-    let row_blocks = m.div_ceil(rb_rows);
+    // Blocks of equal height (2400 rows at K = 256: 5 × 480, not 4 × 512 + 352), so the
+    // pool's last tasks are not a lone short one.
+    let row_blocks = m.div_ceil(row_block(k));
+    let rb_rows = m.div_ceil(row_blocks).next_multiple_of(12);
     let panels = n.div_ceil(PANEL);
     let tile = |rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, c: SharedOut| {
         // SAFETY: tasks write disjoint (rows × panel columns) regions of `c`, checked above.
