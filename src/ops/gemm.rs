@@ -407,53 +407,28 @@ unsafe fn chunk<const MR: usize, const NP: usize, const FUSED: bool>(
 ) -> [[[f32; PANEL]; NP]; MR] {
     let k = b.k;
     let panels = unsafe { b.data.as_ptr().add(p * k * PANEL) };
-    // A macro, not a closure: the sums must stay in registers.
-    macro_rules! step {
-        ($part:ident, $kk:expr) => {{
-            let (part, kk) = (&mut $part, $kk);
-            ahead.at(kk);
-            if MR * NP <= 4 {
-                // Few rows reuse each line of `b` too little to hide its trip from L2: ask for
-                // it early, into L1.
-                (0..NP).for_each(|q| prefetch::<true>(panels.wrapping_add((q * k + kk + L1_AHEAD) * PANEL)));
-            }
-            // SAFETY: in bounds by the contract above; raw reads keep bounds checks out of the loop
-            // LLVM turns into broadcast-FMAs.
-            let bv: [[f32; PANEL]; NP] =
-                std::array::from_fn(|q| unsafe { *(panels.add((q * k + kk) * PANEL) as *const [f32; PANEL]) });
-            for (r, part) in part.iter_mut().enumerate() {
-                let x = unsafe { *a.add(r * lda + kk) };
-                for q in 0..NP {
-                    for j in 0..PANEL {
-                        // `mul_add` is one instruction only where the target has FMA; elsewhere it
-                        // is a libm call, so the portable build multiplies and adds.
-                        part[q][j] = if FUSED { x.mul_add(bv[q][j], part[q][j]) } else { x * bv[q][j] + part[q][j] };
-                    }
-                }
-            }
-        }};
-    }
+    // One running sum per output, in K order, whatever the tile height: a row's result must
+    // not depend on how many rows share its tile (a padded batch equals its single runs).
     let mut part = [[[0.0f32; PANEL]; NP]; MR];
-    if MR * NP > 4 {
-        for kk in ks {
-            step!(part, kk);
+    for kk in ks {
+        ahead.at(kk);
+        if MR * NP <= 4 {
+            // Few rows reuse each line of `b` too little to hide its trip from L2: ask for it
+            // early, into L1.
+            (0..NP).for_each(|q| prefetch::<true>(panels.wrapping_add((q * k + kk + L1_AHEAD) * PANEL)));
         }
-    } else {
-        // A short tile (the GRU's one-row step, a decoder's last rows) has too few sums to hide
-        // the FMA latency: even and odd steps go to two independent sums.
-        let mut odd = [[[0.0f32; PANEL]; NP]; MR];
-        let mut kk = ks.start;
-        while kk + 1 < ks.end {
-            step!(part, kk);
-            step!(odd, kk + 1);
-            kk += 2;
-        }
-        if kk < ks.end {
-            step!(part, kk);
-        }
-        for (part, odd) in part.iter_mut().zip(&odd) {
-            for (part, odd) in part.iter_mut().zip(odd) {
-                part.iter_mut().zip(odd).for_each(|(p, o)| *p += o);
+        // SAFETY: in bounds by the contract above; raw reads keep bounds checks out of the loop
+        // LLVM turns into broadcast-FMAs.
+        let bv: [[f32; PANEL]; NP] =
+            std::array::from_fn(|q| unsafe { *(panels.add((q * k + kk) * PANEL) as *const [f32; PANEL]) });
+        for (r, part) in part.iter_mut().enumerate() {
+            let x = unsafe { *a.add(r * lda + kk) };
+            for q in 0..NP {
+                for j in 0..PANEL {
+                    // `mul_add` is one instruction only where the target has FMA; elsewhere it
+                    // is a libm call, so the portable build multiplies and adds.
+                    part[q][j] = if FUSED { x.mul_add(bv[q][j], part[q][j]) } else { x * bv[q][j] + part[q][j] };
+                }
             }
         }
     }
