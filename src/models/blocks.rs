@@ -1,7 +1,7 @@
 //! Pieces the DETR-style models share: the parameter store, PyTorch-layout layers (LinearLayer
 //! input projections, MLPs, `nn.MultiheadAttention` with its packed `in_proj`), post-norm encoder
-//! layers, the DAB-DETR anchor decoder and the GRU highlight head. Each takes the official key
-//! prefix, so a model reads like its state_dict.
+//! layers, the VSLNet context–query block, the DAB-DETR anchor decoder and the GRU highlight head.
+//! Each takes the official key prefix, so a model reads like its state_dict.
 
 use std::collections::HashMap;
 use std::f32::consts::TAU;
@@ -12,16 +12,80 @@ use crate::graph::{Graph, TensorId};
 use crate::ops::attention::{attention, Cols};
 use crate::ops::elementwise::{add, binary_fused, mul, Binary, Unary};
 use crate::ops::gru::{gru, GruWeights};
-use crate::ops::layout::{concat, gather_rows, slice};
+use crate::ops::layout::{concat, gather_rows, slice, transpose};
 use crate::ops::matmul::{linear, linear_residual, matmul};
 use crate::ops::moment_rows::moment_rows;
 use crate::ops::norm::layer_norm;
 use crate::ops::position::sine_embed_coords;
+use crate::ops::softmax::{softmax, MaskMode};
 use crate::ops::Act;
 use crate::weights::{Tensor, Weights};
 
 /// LayerNorm epsilon of every official model.
 pub const LN_EPS: f32 = 1e-5;
+
+/// VSLNet's `mask_logits`: masked logits get −1e30 added (not −∞).
+const VSL_MASK: MaskMode = MaskMode::Additive(-1e30);
+
+/// The keys of a VSLNet context–query block ([`vsl_context_query`]); `#row` / `#linear` forms
+/// are the ones the model derives at load.
+pub struct VslKeys<'a> {
+    /// `w4C`, `w4Q` (as rows) and `w4mlu` of the trilinear similarity.
+    pub w4c: &'a str,
+    pub w4q: &'a str,
+    pub w4mlu: &'a str,
+    /// The linear over `[v | c2q | v⊙c2q | v⊙q2c]` (weight as a Linear, bias).
+    pub cqa: [&'a str; 2],
+    /// The token-pooling weight (as a row).
+    pub pool: &'a str,
+    /// The linear + ReLU over `[cqa | pooled query]` (weight as a Linear, bias).
+    pub out: [&'a str; 2],
+}
+
+/// VSLNet context–query attention followed by the query-pooled concat (TR-DETR's fuser,
+/// LD-DETR's V2T extractor): `S[b,i,j] = V_i·w4C + T_j·w4Q + Σ_k V_ik w4mlu_k T_jk` (no
+/// scaling), `c2q = softmax_j(S) T`, `q2c = softmax_j(S) softmax_i(S)ᵀ V`, then
+/// `relu(W_out [W_cqa [v | c2q | v⊙c2q | v⊙q2c] | α T])` with `α = softmax(T w_pool)`.
+#[allow(clippy::too_many_arguments)]
+pub fn vsl_context_query(
+    g: &mut Graph,
+    p: &Params,
+    v: TensorId,
+    t: TensorId,
+    vmask: TensorId,
+    tmask: TensorId,
+    keys: &VslKeys,
+) -> Result<TensorId> {
+    let [b, _, _] = *g.shape(v) else { unreachable!("video features are (B, L, D)") };
+    let n = g.shape(t)[1];
+    let (w4c, w4q, w4mlu) = (p.c(g, keys.w4c)?, p.c(g, keys.w4q)?, p.c(g, keys.w4mlu)?);
+    let sv = linear(g, v, w4c, None, Act::None)?; // (B, L, 1)
+    let st = linear(g, t, w4q, None, Act::None)?; // (B, N, 1)
+    let st = g.reshape(st, &[b, 1, n])?;
+    let vm = mul(g, v, w4mlu)?;
+    let s = matmul(g, vm, t, true)?;
+    let s = add(g, s, sv)?;
+    let s = add(g, s, st)?;
+    let s_r = softmax(g, s, Some(tmask), VSL_MASK, 1.0)?; // over tokens
+    let s_t = transpose(g, s, 1, 2)?;
+    let s_c_t = softmax(g, s_t, Some(vmask), VSL_MASK, 1.0)?; // over clips, as (B, N, L)
+    let c2q = matmul(g, s_r, t, false)?;
+    let a = matmul(g, s_r, s_c_t, false)?;
+    let q2c = matmul(g, a, v, false)?;
+    let v_c2q = mul(g, v, c2q)?;
+    let v_q2c = mul(g, v, q2c)?;
+    let x = concat(g, &[v, c2q, v_c2q, v_q2c], 2)?;
+    let (w, bias) = (p.c(g, keys.cqa[0])?, p.c(g, keys.cqa[1])?);
+    let x1 = linear(g, x, w, Some(bias), Act::None)?;
+    let wp = p.c(g, keys.pool)?;
+    let alpha = linear(g, t, wp, None, Act::None)?;
+    let alpha = g.reshape(alpha, &[b, 1, n])?;
+    let alpha = softmax(g, alpha, Some(tmask), VSL_MASK, 1.0)?;
+    let pooled = matmul(g, alpha, t, false)?; // (B, 1, d), broadcast to every clip by concat
+    let x = concat(g, &[x1, pooled], 2)?;
+    let (w, bias) = (p.c(g, keys.out[0])?, p.c(g, keys.out[1])?);
+    linear(g, x, w, Some(bias), Act::Relu)
+}
 
 /// The tensors a model reads: the weights file's tensors by official key, plus tensors derived
 /// from them once at load (split or folded weights) under `<key>#<what>` names. Graphs built for

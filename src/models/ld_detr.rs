@@ -22,7 +22,7 @@
 
 use super::blocks::{
     dab_decoder, dab_decoder_from, dab_decoder_keys, dense, encoder_layer, gru_highlight_head, norm, t2v_layer,
-    Decoded, DecoderSpec, Params,
+    vsl_context_query, Decoded, DecoderSpec, Params, VslKeys,
 };
 use super::config::{Config, VideoWidths};
 use super::postprocess::{foreground_probs, round4, Window};
@@ -30,13 +30,10 @@ use super::{Architecture, ModelIo, ModelKind, Prediction, RawOutputs, VideoInput
 use crate::error::{Error, Result};
 use crate::graph::{Graph, Outputs, TensorId};
 use crate::ops::conv1d::{conv_bn_block, fold_batchnorm};
-use crate::ops::elementwise::{add, binary_fused, mul, Binary, Unary};
+use crate::ops::elementwise::{binary_fused, Binary, Unary};
 use crate::ops::gru::GruWeights;
-use crate::ops::layout::{concat, transpose};
 use crate::ops::masked_conv1d::masked_conv_bn_block;
-use crate::ops::matmul::{linear, matmul};
 use crate::ops::position::{sine_position_from_mask, SineConfig};
-use crate::ops::softmax::{softmax, MaskMode};
 use crate::ops::Act;
 use crate::weights::{Tensor, Weights};
 
@@ -45,8 +42,6 @@ const HEADS: usize = 8;
 const FFN: usize = 1024;
 /// BatchNorm1d epsilon of the convolutional blocks.
 const BN_EPS: f32 = 1e-5;
-/// VSLNet's `mask_logits`: masked logits get −1e30 added (not −∞).
-const VSL_MASK: MaskMode = MaskMode::Additive(-1e30);
 
 const V2T: &str = "convolutional_fuser.v2t_extractor";
 const CONV: &str = "convolutional_fuser.convolutional_block.blocks";
@@ -230,39 +225,18 @@ impl LdDetr {
         vmask: TensorId,
         tmask: TensorId,
     ) -> Result<TensorId> {
-        let p = &self.params;
-        let [b, _, _] = *g.shape(v) else { unreachable!() };
-        let n = g.shape(t)[1];
-        let w4c = p.c(g, &format!("{V2T}.w4C#row"))?;
-        let w4q = p.c(g, &format!("{V2T}.w4Q#row"))?;
-        let w4mlu = p.c(g, &format!("{V2T}.w4mlu"))?;
-        // S[b,i,j] = V_i·w4C + T_j·w4Q + Σ_k V_ik w4mlu_k T_jk (no scaling)
-        let sv = linear(g, v, w4c, None, Act::None)?; // (B, L, 1)
-        let st = linear(g, t, w4q, None, Act::None)?; // (B, N, 1)
-        let st = g.reshape(st, &[b, 1, n])?;
-        let vm = mul(g, v, w4mlu)?;
-        let s = matmul(g, vm, t, true)?;
-        let s = add(g, s, sv)?;
-        let s = add(g, s, st)?;
-        let s_r = softmax(g, s, Some(tmask), VSL_MASK, 1.0)?; // over tokens
-        let s_t = transpose(g, s, 1, 2)?;
-        let s_c_t = softmax(g, s_t, Some(vmask), VSL_MASK, 1.0)?; // over clips, as (B, N, L)
-        let c2q = matmul(g, s_r, t, false)?;
-        let a = matmul(g, s_r, s_c_t, false)?;
-        let q2c = matmul(g, a, v, false)?;
-        let v_c2q = mul(g, v, c2q)?;
-        let v_q2c = mul(g, v, q2c)?;
-        let x = concat(g, &[v, c2q, v_c2q, v_q2c], 2)?;
-        let f1 = dense_with(g, p, x, &format!("{V2T}.cqa_linear.weight#linear"), &format!("{V2T}.cqa_linear.bias"))?;
-        let wp = p.c(g, &format!("{V2T}.weight#row"))?;
-        let alpha = linear(g, t, wp, None, Act::None)?;
-        let alpha = g.reshape(alpha, &[b, 1, n])?;
-        let alpha = softmax(g, alpha, Some(tmask), VSL_MASK, 1.0)?;
-        let pooled = matmul(g, alpha, t, false)?; // (B, 1, d), broadcast to every clip by concat
-        let x = concat(g, &[f1, pooled], 2)?;
-        let w = p.c(g, &format!("{V2T}.conv1d.weight#linear"))?;
-        let bias = p.c(g, &format!("{V2T}.conv1d.bias"))?;
-        linear(g, x, w, Some(bias), Act::Relu)
+        let key = |name: &str| format!("{V2T}.{name}");
+        let (cqa_w, cqa_b) = (key("cqa_linear.weight#linear"), key("cqa_linear.bias"));
+        let (out_w, out_b) = (key("conv1d.weight#linear"), key("conv1d.bias"));
+        let keys = VslKeys {
+            w4c: &key("w4C#row"),
+            w4q: &key("w4Q#row"),
+            w4mlu: &key("w4mlu"),
+            cqa: [&cqa_w, &cqa_b],
+            pool: &key("weight#row"),
+            out: [&out_w, &out_b],
+        };
+        vsl_context_query(g, &self.params, v, t, vmask, tmask, &keys)
     }
 
     fn encoder(
@@ -414,13 +388,6 @@ impl Architecture for LdDetr {
         g.output("saliency", saliency);
         Ok(())
     }
-}
-
-/// `Linear` with a derived weight key (e.g. a Conv1d(k = 1) weight as a Linear weight).
-fn dense_with(g: &mut Graph, p: &Params, x: TensorId, weight: &str, bias: &str) -> Result<TensorId> {
-    let w = p.c(g, weight)?;
-    let b = p.c(g, bias)?;
-    linear(g, x, w, Some(b), Act::None)
 }
 
 /// `max_v_l` / `max_q_l`: a positive limit, or −1 for the official loader's "no limit" value.

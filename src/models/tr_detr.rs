@@ -10,7 +10,7 @@
 
 use super::blocks::{
     dab_decoder, dab_decoder_keys, dense, encoder_layer, gru_highlight_head, input_projection, mlp, t2v_layer,
-    DecoderSpec, Params,
+    vsl_context_query, DecoderSpec, Params, VslKeys,
 };
 use super::config::{Config, VideoWidths};
 use super::postprocess::PostProcess;
@@ -19,8 +19,7 @@ use crate::error::Result;
 use crate::graph::{Graph, Outputs, TensorId};
 use crate::ops::elementwise::{add, binary_fused, mul, Binary, Unary};
 use crate::ops::gru::GruWeights;
-use crate::ops::layout::{concat, transpose};
-use crate::ops::matmul::{linear, matmul};
+use crate::ops::matmul::linear;
 use crate::ops::position::{sine_position_from_mask, SineConfig};
 use crate::ops::softmax::{softmax, MaskMode};
 use crate::ops::Act;
@@ -45,9 +44,6 @@ pub(crate) struct TrDetr {
     gru: GruWeights,
     sort_results: bool,
 }
-
-/// VSLNet's `mask_logits`: masked logits get −1e30 added (not −∞).
-const VSL_MASK: MaskMode = MaskMode::Additive(-1e30);
 
 impl TrDetr {
     pub fn new(weights: &Weights) -> Result<TrDetr> {
@@ -107,44 +103,15 @@ impl TrDetr {
 
     /// VSLNet context–query attention + query-pooled concat (tr-detr.md §3.2).
     fn fuser(&self, g: &mut Graph, v: TensorId, t: TensorId, vmask: TensorId, tmask: TensorId) -> Result<TensorId> {
-        let p = &self.params;
-        let [b, l, d] = *g.shape(v) else { unreachable!() };
-        let n = g.shape(t)[1];
-        let w4c = p.c(g, "fuser.cq_attention.w4C#row")?;
-        let w4q = p.c(g, "fuser.cq_attention.w4Q#row")?;
-        let w4mlu = p.c(g, "fuser.cq_attention.w4mlu")?;
-        // S[b,i,j] = V_i·w4C + T_j·w4Q + Σ_k V_ik w4mlu_k T_jk
-        let sv = linear(g, v, w4c, None, Act::None)?; // (B, L, 1)
-        let st = linear(g, t, w4q, None, Act::None)?; // (B, N, 1)
-        let st = g.reshape(st, &[b, 1, n])?;
-        let vm = mul(g, v, w4mlu)?;
-        let s = matmul(g, vm, t, true)?;
-        let s = add(g, s, sv)?;
-        let s = add(g, s, st)?;
-        let s_r = softmax(g, s, Some(tmask), VSL_MASK, 1.0)?; // over tokens
-        let s_t = transpose(g, s, 1, 2)?;
-        let s_c_t = softmax(g, s_t, Some(vmask), VSL_MASK, 1.0)?; // over clips, as (B, N, L)
-        let c2q = matmul(g, s_r, t, false)?;
-        let a = matmul(g, s_r, s_c_t, false)?;
-        let q2c = matmul(g, a, v, false)?;
-        let v_c2q = mul(g, v, c2q)?;
-        let v_q2c = mul(g, v, q2c)?;
-        let x = concat(g, &[v, c2q, v_c2q, v_q2c], 2)?;
-        let x1 = {
-            let w = p.c(g, "fuser.cq_attention.cqa_linear.conv1d.weight#linear")?;
-            let bias = p.c(g, "fuser.cq_attention.cqa_linear.conv1d.bias")?;
-            linear(g, x, w, Some(bias), Act::None)?
+        let keys = VslKeys {
+            w4c: "fuser.cq_attention.w4C#row",
+            w4q: "fuser.cq_attention.w4Q#row",
+            w4mlu: "fuser.cq_attention.w4mlu",
+            cqa: ["fuser.cq_attention.cqa_linear.conv1d.weight#linear", "fuser.cq_attention.cqa_linear.conv1d.bias"],
+            pool: "fuser.cq_concat.weighted_pool.weight#row",
+            out: ["fuser.cq_concat.conv1d.conv1d.weight#linear", "fuser.cq_concat.conv1d.conv1d.bias"],
         };
-        let wp = p.c(g, "fuser.cq_concat.weighted_pool.weight#row")?;
-        let alpha = linear(g, t, wp, None, Act::None)?;
-        let alpha = g.reshape(alpha, &[b, 1, n])?;
-        let alpha = softmax(g, alpha, Some(tmask), VSL_MASK, 1.0)?;
-        let pooled = matmul(g, alpha, t, false)?; // (B, 1, d), broadcast to every clip by concat
-        let x = concat(g, &[x1, pooled], 2)?;
-        debug_assert_eq!(g.shape(x), [b, l, 2 * d]);
-        let w = p.c(g, "fuser.cq_concat.conv1d.conv1d.weight#linear")?;
-        let bias = p.c(g, "fuser.cq_concat.conv1d.conv1d.bias")?;
-        linear(g, x, w, Some(bias), Act::Relu)
+        vsl_context_query(g, &self.params, v, t, vmask, tmask, &keys)
     }
 
     fn encoder(&self, g: &mut Graph, x: TensorId, pos: TensorId, vmask: TensorId) -> Result<TensorId> {
