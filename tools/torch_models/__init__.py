@@ -1,7 +1,8 @@
 """Our own PyTorch eager implementations of the four models, written from the specs in the
 style of the official code (nn.Linear, nn.LayerNorm, nn.MultiheadAttention, ...), with the
 official state_dict keys. `tools/bench_pytorch.py` times them and checks them against
-moment-gpu; `tools/train_demo.py` trains the demo TR-DETR with `tr_detr`.
+moment-gpu; `tools/train_demo.py` trains the demo TR-DETR with `tr_detr`. `blocks.py` holds the
+modules several models share (DAB-DETR decoder, encoder layers, sine embeddings, ...).
 
 Every model module provides:
 

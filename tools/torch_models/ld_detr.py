@@ -34,10 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import (DABDecoder, EncoderLayer, Layers, T2VLayer, context_query_attention,
+                     inverse_sigmoid, pooled_sentence, position_embedding_sine)
+
 NHEADS = 8          # fixed in the official code (not options), spec §1.1
 FFN_DIM = 1024
 BN_EPS = 1e-5
-VSL_NEG = -1e30     # VSLNet's mask_logits: ADDED to the masked logits (not −inf), spec §3.3
 
 
 def TRAINING_ONLY(cfg):
@@ -89,51 +91,6 @@ def preprocess(cfg, videos, queries):
         q = _l2n(q)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]
     return t(vid), torch.ones(1, len(vid)), t(q), torch.ones(1, len(q))
-
-
-# ----------------------------------------------------------------------------------------------
-# shared helpers
-# ----------------------------------------------------------------------------------------------
-
-class MLP(nn.Module):
-    """Linear layers with ReLU between (keys `layers.{i}`), as in DETR/DAB-DETR."""
-
-    def __init__(self, dims):
-        super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-
-    def forward(self, x):
-        for i, lin in enumerate(self.layers):
-            x = lin(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
-
-
-def inverse_sigmoid(x, eps=1e-3):
-    x = x.clamp(0, 1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
-
-
-def _sine(x, n, scale):
-    """Interleaved sin/cos of x·scale / 10000**(2·floor(k/2)/n), k < n (DETR sine embedding)."""
-    k = torch.arange(n, dtype=torch.float32, device=x.device)
-    dim_t = 10000.0 ** (2 * torch.div(k, 2, rounding_mode="floor") / n)
-    p = x[..., None] * scale / dim_t
-    return torch.stack([p[..., 0::2].sin(), p[..., 1::2].cos()], -1).flatten(-2)
-
-
-def position_embedding_sine(vid_mask, d):
-    """PositionEmbeddingSine(d, 10000, normalize=True, scale 2π) over the clip axis (spec §3.2).
-    Mask-based cumsum: valid clips get the same PE as in an unpadded run."""
-    x = torch.cumsum(vid_mask, 1)
-    x = x / (x[:, -1:] + 1e-6) * (2 * math.pi)
-    return _sine(x, d, 1.0)
-
-
-def anchor_sine_embed(ref):
-    """(cx, w) anchors → [sine128(cx) | sine128(w)] (DAB-DETR `gen_sineembed_for_position`)."""
-    return torch.cat([_sine(ref[..., 0], 128, 2 * math.pi), _sine(ref[..., 1], 128, 2 * math.pi)], -1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,64 +146,10 @@ class V2TExtractor(nn.Module):
         return conv(x.transpose(1, 2)).transpose(1, 2)
 
     def forward(self, V, T, vm, tm):
-        # trilinear similarity, no scaling: S[b,i,j] = V·w4C + T·w4Q + (V ⊙ w4mlu)·T
-        S = V @ self.w4C + (T @ self.w4Q).transpose(1, 2) + (V * self.w4mlu) @ T.transpose(1, 2)
-        Sr = torch.softmax(S + (1 - tm[:, None, :]) * VSL_NEG, dim=2)        # over tokens
-        Sc = torch.softmax(S + (1 - vm[:, :, None]) * VSL_NEG, dim=1)        # over clips
-        c2q = Sr @ T
-        q2c = (Sr @ Sc.transpose(1, 2)) @ V
-        F1 = self._conv(self.cqa_linear, torch.cat([V, c2q, V * c2q, V * q2c], -1))
-        # attention-pooled sentence vector, broadcast to every clip
-        a = torch.softmax((T @ self.weight)[..., 0] + (1 - tm) * VSL_NEG, dim=1)
-        tbar = (a[:, :, None] * T).sum(1, keepdim=True).expand(-1, V.shape[1], -1)
+        # VSLNet's −1e30 additive masks (spec §3.3)
+        F1 = self._conv(self.cqa_linear, context_query_attention(V, T, vm, tm, self.w4C, self.w4Q, self.w4mlu))
+        tbar = pooled_sentence(T, tm, self.weight, V.shape[1])
         return F.relu(self._conv(self.conv1d, torch.cat([F1, tbar], -1)))
-
-
-class T2VLayer(nn.Module):
-    """`T2V_TransformerEncoderLayer_no_global`: video queries attend to the (fixed) text.
-    Norm placement LN2(x + FFN(LN1(x))) with x = video + attn (spec §3.4)."""
-
-    def __init__(self, d):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d, NHEADS, batch_first=True)
-        self.linear1 = nn.Linear(d, FFN_DIM)
-        self.linear2 = nn.Linear(FFN_DIM, d)
-        self.norm1 = nn.LayerNorm(d)
-        self.norm2 = nn.LayerNorm(d)
-        self.activation = nn.PReLU()
-
-    def forward(self, x, txt, pos, txt_pad):
-        # Only the text padding is masked: the official attn_mask (video pad AND text pad) is
-        # implied by it at B = 1; its batched head/batch mix-up is deliberately not reproduced.
-        a = self.self_attn(x + pos, txt, txt, key_padding_mask=txt_pad, need_weights=False)[0]
-        x = x + a
-        return self.norm2(x + self.linear2(self.activation(self.linear1(self.norm1(x)))))
-
-
-class EncoderLayer(nn.Module):
-    """Post-norm DETR encoder layer with PE on queries/keys and a PReLU FFN (spec §3.5)."""
-
-    def __init__(self, d):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d, NHEADS, batch_first=True)
-        self.linear1 = nn.Linear(d, FFN_DIM)
-        self.linear2 = nn.Linear(FFN_DIM, d)
-        self.norm1 = nn.LayerNorm(d)
-        self.norm2 = nn.LayerNorm(d)
-        self.activation = nn.PReLU()
-
-    def forward(self, x, pos, vid_pad):
-        q = x + pos
-        x = self.norm1(x + self.self_attn(q, q, x, key_padding_mask=vid_pad, need_weights=False)[0])
-        return self.norm2(x + self.linear2(self.activation(self.linear1(x))))
-
-
-class Layers(nn.Module):
-    """A `layers` ModuleList holder (official `TransformerEncoder` without a final norm)."""
-
-    def __init__(self, n, make):
-        super().__init__()
-        self.layers = nn.ModuleList(make() for _ in range(n))
 
 
 class ConvBlock(nn.Module):
@@ -273,12 +176,14 @@ class ConvolutionalFuser(nn.Module):
     def __init__(self, cfg, d):
         super().__init__()
         self.v2t_extractor = V2TExtractor(d)
-        self.t2v_encoder = Layers(cfg["num_v2t_encoder_layers"], lambda: T2VLayer(d))
-        self.transformer_encoder1 = Layers(cfg["num_encoder1_layers"], lambda: EncoderLayer(d))
+        # T2V: only the text padding is masked; the official attn_mask (video pad AND text pad) is
+        # implied by it at B = 1, its batched head/batch mix-up deliberately not reproduced (§3.4)
+        self.t2v_encoder = Layers(cfg["num_v2t_encoder_layers"], lambda: T2VLayer(d, NHEADS, FFN_DIM))
+        self.transformer_encoder1 = Layers(cfg["num_encoder1_layers"], lambda: EncoderLayer(d, NHEADS, FFN_DIM))
         self.convolutional_block = nn.Module()
         self.convolutional_block.blocks = nn.ModuleList(
             ConvBlock(d) for _ in range(cfg["num_convolutional_blocks"]))
-        self.transformer_encoder2 = Layers(cfg["num_encoder2_layers"], lambda: EncoderLayer(d))
+        self.transformer_encoder2 = Layers(cfg["num_encoder2_layers"], lambda: EncoderLayer(d, NHEADS, FFN_DIM))
 
     def forward(self, V, T, vm, tm, pos, vid_pad, txt_pad, padded):
         x = self.v2t_extractor(V, T, vm, tm)
@@ -302,108 +207,12 @@ class ConvolutionalFuser(nn.Module):
 # §3.8 loop decoder (DAB-DETR conditional decoder, one pass)
 # ----------------------------------------------------------------------------------------------
 
-class ProjectedAttention(nn.Module):
-    """The official custom MultiheadAttention as the decoder uses it: inputs already projected
-    (no in-projection), scale head_dim^-1/2 of the q/k heads, value heads of v's own width."""
-
-    def __init__(self, d):
-        super().__init__()
-        self.out_proj = nn.Linear(d, d)
-
-    def forward(self, q, k, v, key_pad=None):
-        B, Lq, E = q.shape
-        Lk = k.shape[1]
-        hd, vd = E // NHEADS, v.shape[-1] // NHEADS
-        qh = q.view(B, Lq, NHEADS, hd).transpose(1, 2) * hd ** -0.5
-        kh = k.view(B, Lk, NHEADS, hd).transpose(1, 2)
-        vh = v.view(B, Lk, NHEADS, vd).transpose(1, 2)
-        logits = qh @ kh.transpose(2, 3)
-        if key_pad is not None:
-            logits = logits.masked_fill(key_pad[:, None, None, :], float("-inf"))
-        out = torch.softmax(logits, -1) @ vh
-        return self.out_proj(out.transpose(1, 2).reshape(B, Lq, NHEADS * vd))
-
-
-class DecoderLayer(nn.Module):
-    def __init__(self, d, first):
-        super().__init__()
-        lin = lambda: nn.Linear(d, d)
-        self.first = first
-        self.sa_qcontent_proj, self.sa_qpos_proj = lin(), lin()
-        self.sa_kcontent_proj, self.sa_kpos_proj = lin(), lin()
-        self.sa_v_proj = lin()
-        self.self_attn = ProjectedAttention(d)
-        self.norm1 = nn.LayerNorm(d)
-        self.ca_qcontent_proj = lin()
-        if first:                                          # keep_query_pos=False: layer 0 only
-            self.ca_qpos_proj = lin()
-        self.ca_kcontent_proj, self.ca_kpos_proj = lin(), lin()
-        self.ca_v_proj = lin()
-        self.ca_qpos_sine_proj = lin()
-        self.cross_attn = ProjectedAttention(d)
-        self.linear1 = nn.Linear(d, FFN_DIM)
-        self.linear2 = nn.Linear(FFN_DIM, d)
-        self.norm2 = nn.LayerNorm(d)
-        self.norm3 = nn.LayerNorm(d)
-        self.activation = nn.PReLU()
-
-    def forward(self, out, mem, pos, vid_pad, qpos, qsine):
-        # self-attention over the queries (no mask), 8 heads × 32
-        q = self.sa_qcontent_proj(out) + self.sa_qpos_proj(qpos)
-        k = self.sa_kcontent_proj(out) + self.sa_kpos_proj(qpos)
-        out = self.norm1(out + self.self_attn(q, k, self.sa_v_proj(out)))
-        # cross-attention: per head [content 32 | positional 32] for q and k, 32-d values
-        qc = self.ca_qcontent_proj(out)
-        kc = self.ca_kcontent_proj(mem)
-        v = self.ca_v_proj(mem)
-        kp = self.ca_kpos_proj(pos)
-        if self.first:
-            qc = qc + self.ca_qpos_proj(qpos)
-            kc = kc + kp
-        qs = self.ca_qpos_sine_proj(qsine)
-        B, Q, d = qc.shape
-        L, hd = kc.shape[1], d // NHEADS
-        q = torch.cat([qc.view(B, Q, NHEADS, hd), qs.view(B, Q, NHEADS, hd)], -1).view(B, Q, 2 * d)
-        k = torch.cat([kc.view(B, L, NHEADS, hd), kp.view(B, L, NHEADS, hd)], -1).view(B, L, 2 * d)
-        out = self.norm2(out + self.cross_attn(q, k, v, vid_pad))
-        return self.norm3(out + self.linear2(self.activation(self.linear1(out))))
-
-
-class TransformerDecoder(nn.Module):
-    def __init__(self, cfg, d):
-        super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(d, l == 0) for l in range(cfg["num_decoder_layers"]))
-        self.norm = nn.LayerNorm(d)
-        self.query_scale = MLP([d, d, d])                  # cond_elewise
-        self.ref_point_head = MLP([d, d, d])
-        self.bbox_embed = MLP([d, d, d, 2])                # decoder-internal, NOT the MR head
-        self.ref_anchor_head = MLP([d, d, 1])              # modulate_t_attn
-
-    def forward(self, mem, pos, vid_pad, anchors):
-        B, d = mem.shape[0], mem.shape[2]
-        ref = torch.sigmoid(anchors)[None].expand(B, -1, -1)
-        out = mem.new_zeros(B, anchors.shape[0], d)
-        hs, refs = [], []
-        for l, layer in enumerate(self.layers):
-            refs.append(ref)                               # the anchor ENTERING layer l
-            sine = anchor_sine_embed(ref)
-            qpos = self.ref_point_head(sine)               # of the unscaled sine embedding
-            if l > 0:
-                sine = sine * self.query_scale(out)        # of the un-normed previous output
-            rc = torch.sigmoid(self.ref_anchor_head(out))
-            sine = sine * (rc[..., 0] / ref[..., 1])[..., None]
-            out = layer(out, mem, pos, vid_pad, qpos, sine)
-            ref = torch.sigmoid(self.bbox_embed(out) + inverse_sigmoid(ref))
-            hs.append(self.norm(out))
-        return hs, refs                                    # the last refinement is discarded
-
-
 class LoopDecoder(nn.Module):
     """The official "loop" returns inside its loop: exactly one decoder pass (spec §0.1)."""
 
     def __init__(self, cfg, d):
         super().__init__()
-        self.transformer_decoder = TransformerDecoder(cfg, d)
+        self.transformer_decoder = DABDecoder(d, NHEADS, FFN_DIM, cfg["num_decoder_layers"])
 
     def forward(self, mem, pos, vid_pad, anchors):
         return self.transformer_decoder(mem, pos, vid_pad, anchors)

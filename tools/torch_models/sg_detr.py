@@ -24,12 +24,13 @@ Config: `build(cfg)` takes the safetensors "config" metadata in either layout of
 keys, or nested Hydra-style); missing options take the released QVHighlights values.
 """
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .blocks import (Layers, ProjectedAttention, anchor_sine_embed, head_concat, inverse_sigmoid,
+                     position_embedding_sine)
 
 HEADS = 8          # every attention block of the official code uses its default of 8 heads
 
@@ -233,63 +234,6 @@ class FFN(nn.Module):
         return self.mapping(x)
 
 
-class ProjectionFreeAttention(nn.Module):
-    """`DABMultiheadAttention`: multi-head attention on already-projected q, k, v (no input
-    projections), then out_proj. Head h takes the contiguous channel slice h of q/k (E/8 wide) and
-    of v (Ev/8 wide); scale (E/8)^-1/2. `row_scale` (B, T) multiplies each post-softmax row without
-    renormalising (the saliency gating of SGCA, §3.6)."""
-
-    def __init__(self, value_dim, num_heads=HEADS):
-        super().__init__()
-        self.num_heads = num_heads
-        self.out_proj = nn.Linear(value_dim, value_dim)
-
-    def forward(self, q, k, v, key_padding_mask=None, row_scale=None):
-        B, T, E = q.shape
-        S, Ev = k.shape[1], v.shape[2]
-        h = self.num_heads
-        qh = q.reshape(B, T, h, E // h).transpose(1, 2) * (E // h) ** -0.5
-        kh = k.reshape(B, S, h, E // h).transpose(1, 2)
-        vh = v.reshape(B, S, h, Ev // h).transpose(1, 2)
-        logits = qh @ kh.transpose(2, 3)                                    # (B, h, T, S)
-        if key_padding_mask is not None:
-            logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-        w = torch.softmax(logits, dim=-1)
-        if row_scale is not None:
-            w = w * row_scale[:, None, :, None]
-        out = (w @ vh).transpose(1, 2).reshape(B, T, Ev)
-        return self.out_proj(out)
-
-
-def sine_positions(mask, d, temperature):
-    """PositionEmbeddingSine(d, normalize=True) over a (B, L) float mask -> (B, L, d), computed
-    in float32 like the original (§3.1 SinePE): padded positions repeat the last valid angle."""
-    c = mask.float().cumsum(1)
-    x = c / (c[:, -1:] + 1e-6) * (2 * math.pi)
-    dim_t = torch.arange(d, dtype=torch.float32, device=mask.device)
-    dim_t = float(temperature) ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / d)
-    p = x[:, :, None] / dim_t
-    return torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(2)
-
-
-def span_sine(ref, d, temperature):
-    """gen_sineembed_for_position: (..., 2) (center, width) -> (..., d), d/2 interleaved sin/cos
-    channels for each coordinate (§3.1 SpanSine)."""
-    half = d // 2
-    dim_t = torch.arange(half, dtype=torch.float32, device=ref.device)
-    dim_t = float(temperature) ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / half)
-    parts = []
-    for c in range(2):
-        p = ref[..., c:c + 1] * (2 * math.pi) / dim_t
-        parts.append(torch.stack((p[..., 0::2].sin(), p[..., 1::2].cos()), dim=-1).flatten(-2))
-    return torch.cat(parts, dim=-1)
-
-
-def inverse_sigmoid(x, eps=1e-3):
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
-
-
 # ----------------------------------------------------------------------------------------------
 # sentence token and local saliency (§3.3, §3.4)
 # ----------------------------------------------------------------------------------------------
@@ -300,7 +244,7 @@ class AggregationLayer(nn.Module):
 
     def __init__(self, d):
         super().__init__()
-        self.attn = ProjectionFreeAttention(d)
+        self.attn = ProjectedAttention(d, HEADS)
         self.attn_norm = nn.LayerNorm(d)
         self.ffn_norm = nn.LayerNorm(d)
         self.ffn = FFN(d)
@@ -361,7 +305,7 @@ class T2VLayer(nn.Module):
 
     def __init__(self, d):
         super().__init__()
-        self.self_attn = ProjectionFreeAttention(d)
+        self.self_attn = ProjectedAttention(d, HEADS)
         self.ffn = FFN(d)
         self.norm1 = nn.LayerNorm(d)
         self.norm2 = nn.LayerNorm(d)
@@ -415,8 +359,7 @@ class EncoderLayer(nn.Module):
 class DetEncoder(nn.Module):
     def __init__(self, d, n_layers):
         super().__init__()
-        self.encoder = nn.Module()
-        self.encoder.layers = nn.ModuleList(EncoderLayer(d) for _ in range(n_layers))
+        self.encoder = Layers(n_layers, lambda: EncoderLayer(d))
 
     def forward(self, x, pos, pad):
         for layer in self.encoder.layers:
@@ -535,7 +478,7 @@ class DecoderSelfAttention(nn.Module):
         self.key_content_proj = nn.Linear(d, d)
         self.key_pos_proj = nn.Linear(d, d)
         self.value_proj = nn.Linear(d, d)
-        self.self_attn = ProjectionFreeAttention(d)
+        self.self_attn = ProjectedAttention(d, HEADS)
         self.norm1 = nn.LayerNorm(d)
 
     def forward(self, tgt, qpos):
@@ -554,20 +497,16 @@ class DecoderLayer(nn.Module):
         self.ca_kcontent_proj = nn.Linear(d, d)
         self.ca_kpos_proj = nn.Linear(d, d)
         self.ca_value_proj = nn.Linear(d, d)
-        self.cross_attn = ProjectionFreeAttention(d)
+        self.cross_attn = ProjectedAttention(d, HEADS)
         self.ffn = FFN(d)
         self.norm2 = nn.LayerNorm(d)
         self.norm3 = nn.LayerNorm(d)
 
     def forward(self, tgt, memory, pos, vid_pad, qpos, sine):
         tgt = self.self_attention(tgt, qpos)
-        B, Q, d = tgt.shape
-        L, hd = memory.shape[1], d // HEADS
         # cont_pos_tradeoff = 0: per head, [content (hd) | position (hd)] -> head dim 2 hd
-        qc, qs = self.ca_qcontent_proj(tgt), self.ca_qpos_sine_proj(sine)
-        kc, kp = self.ca_kcontent_proj(memory), self.ca_kpos_proj(pos)
-        q = torch.cat((qc.view(B, Q, HEADS, hd), qs.view(B, Q, HEADS, hd)), -1).reshape(B, Q, 2 * d)
-        k = torch.cat((kc.view(B, L, HEADS, hd), kp.view(B, L, HEADS, hd)), -1).reshape(B, L, 2 * d)
+        q = head_concat(self.ca_qcontent_proj(tgt), self.ca_qpos_sine_proj(sine), HEADS)
+        k = head_concat(self.ca_kcontent_proj(memory), self.ca_kpos_proj(pos), HEADS)
         tgt = self.norm2(tgt + self.cross_attn(q, k, self.ca_value_proj(memory), key_padding_mask=vid_pad))
         return self.norm3(tgt + self.ffn(tgt))
 
@@ -589,14 +528,15 @@ class Decoder(nn.Module):
         hs, refs_in, quality = [], [], []
         for layer in self.layers:
             refs_in.append(ref)
-            sine = span_sine(ref, self.d, self.temperature)
+            sine = anchor_sine_embed(ref, self.d, self.temperature)
             qpos = self.ref_point_head(sine)
             sine = sine * self.query_scale(tgt)               # also in layer 0
             # width modulation: one scalar per query for all channels, divided by the anchor width
             sine = sine * (self.ref_anchor_head(tgt).sigmoid()[..., 0] / ref[..., 1])[..., None]
             tgt = layer(tgt, memory, pos, vid_pad, qpos, sine)
             new_ref = (self.span_embed(tgt) + inverse_sigmoid(ref)).sigmoid()   # on the un-normalised tgt
-            quality.append(self.quality_score_embed(torch.cat((tgt, span_sine(new_ref, self.d, self.temperature)), -1)))
+            new_sine = anchor_sine_embed(new_ref, self.d, self.temperature)
+            quality.append(self.quality_score_embed(torch.cat((tgt, new_sine), -1)))
             hs.append(self.norm(tgt))
             ref = new_ref
         return hs, refs_in, quality
@@ -659,7 +599,7 @@ class SGDETR(nn.Module):
         s_loc = self.local_saliency_head(V, T, txt_pad)
 
         # §3.5 – §3.7
-        pos = sine_positions(video_mask, self.d, self.pos_temp)
+        pos = position_embedding_sine(video_mask, self.d, self.pos_temp)
         T = T + self.modality_embeddings.weight[0]
         V = V + self.modality_embeddings.weight[1]
         gate = s_loc.sigmoid() if self.weight_attn_with_saliency else None

@@ -11,6 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import (DABDecoder, EncoderLayer, Layers, MLP, T2VLayer, TextPositionEmbedding,
+                     context_query_attention, input_projection, inverse_sigmoid, pooled_sentence,
+                     position_embedding_sine)
+
 
 def TRAINING_ONLY(cfg):
     """Key prefixes a checkpoint may carry that inference never reads (spec §0): the unused text
@@ -49,32 +53,7 @@ def preprocess(cfg, videos, queries):
 def build(cfg):
     """The eval/training model for a TR-DETR config (official state_dict keys)."""
 
-    d, H = cfg["hidden_dim"], cfg["nheads"]
-
-    class LinearLayer(nn.Module):
-        """[ReLU](Linear(Dropout(LayerNorm(x)))): LayerNorm on the layer input (keys LayerNorm.*, net.1.*)."""
-
-        def __init__(self, i, o, relu, p):
-            super().__init__()
-            self.relu = relu
-            self.LayerNorm = nn.LayerNorm(i)
-            self.net = nn.Sequential(nn.Dropout(p), nn.Linear(i, o))
-
-        def forward(self, x):
-            x = self.net(self.LayerNorm(x))
-            return F.relu(x) if self.relu else x
-
-    class MLP(nn.Module):
-        def __init__(self, dims):
-            super().__init__()
-            self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-
-        def forward(self, x):
-            for i, lin in enumerate(self.layers):
-                x = lin(x)
-                if i < len(self.layers) - 1:
-                    x = F.relu(x)
-            return x
+    d, H, ff = cfg["hidden_dim"], cfg["nheads"], cfg["dim_feedforward"]
 
     class Vec(nn.Module):
         def __init__(self, shape):
@@ -124,169 +103,17 @@ def build(cfg):
             self.cq_concat = CQConcat()
 
         def forward(self, V, T, vm, tm):
-            a = self.cq_attention
-            S = V @ a.w4C + (T @ a.w4Q).transpose(1, 2) + (V * a.w4mlu) @ T.transpose(1, 2)
-            S_r = torch.softmax(S + (1 - tm[:, None, :]) * -1e30, dim=2)
-            S_c = torch.softmax(S + (1 - vm[:, :, None]) * -1e30, dim=1)
-            C2Q = S_r @ T
-            Q2C = (S_r @ S_c.transpose(1, 2)) @ V
-            X1 = a.cqa_linear(torch.cat([V, C2Q, V * C2Q, V * Q2C], -1))
-            c = self.cq_concat
-            alpha = torch.softmax((T @ c.weighted_pool.weight)[..., 0] + (1 - tm) * -1e30, dim=1)
-            qbar = (alpha[:, :, None] * T).sum(1, keepdim=True).expand(-1, V.shape[1], -1)
+            a, c = self.cq_attention, self.cq_concat
+            X1 = a.cqa_linear(context_query_attention(V, T, vm, tm, a.w4C, a.w4Q, a.w4mlu))
+            qbar = pooled_sentence(T, tm, c.weighted_pool.weight, V.shape[1])
             return F.relu(c.conv1d(torch.cat([X1, qbar], -1)))
-
-    class T2VLayer(nn.Module):
-        """Video rows attend to the text; out = LN2(x + FFN(LN1(x))), x = vid + attn."""
-
-        def __init__(self):
-            super().__init__()
-            self.self_attn = nn.MultiheadAttention(d, H, batch_first=True)
-            self.linear1 = nn.Linear(d, cfg["dim_feedforward"])
-            self.linear2 = nn.Linear(cfg["dim_feedforward"], d)
-            self.norm1 = nn.LayerNorm(d)
-            self.norm2 = nn.LayerNorm(d)
-            self.activation = nn.PReLU()
-
-        def forward(self, vid, txt, pos, tpad):
-            a = self.self_attn(vid + pos, txt, txt, key_padding_mask=tpad, need_weights=False)[0]
-            x = vid + a
-            return self.norm2(x + self.linear2(self.activation(self.linear1(self.norm1(x)))))
-
-    class EncoderLayer(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.self_attn = nn.MultiheadAttention(d, H, batch_first=True)
-            self.linear1 = nn.Linear(d, cfg["dim_feedforward"])
-            self.linear2 = nn.Linear(cfg["dim_feedforward"], d)
-            self.norm1 = nn.LayerNorm(d)
-            self.norm2 = nn.LayerNorm(d)
-            self.activation = nn.PReLU()
-
-        def forward(self, x, pos, vpad):
-            q = x + pos
-            x = self.norm1(x + self.self_attn(q, q, x, key_padding_mask=vpad, need_weights=False)[0])
-            return self.norm2(x + self.linear2(self.activation(self.linear1(x))))
-
-    class Attn(nn.Module):
-        """Attention on already-projected q, k, v (only an output projection)."""
-
-        def __init__(self):
-            super().__init__()
-            self.out_proj = nn.Linear(d, d)
-
-        def forward(self, q, k, v, pad=None):
-            B, Lq, E = q.shape
-            Lk = k.shape[1]
-            hd, vd = E // H, v.shape[-1] // H
-            qh = q.view(B, Lq, H, hd).transpose(1, 2) * hd ** -0.5
-            kh = k.view(B, Lk, H, hd).transpose(1, 2)
-            vh = v.view(B, Lk, H, vd).transpose(1, 2)
-            logits = qh @ kh.transpose(2, 3)
-            if pad is not None:
-                logits = logits.masked_fill(pad[:, None, None, :], float("-inf"))
-            out = torch.softmax(logits, -1) @ vh
-            return self.out_proj(out.transpose(1, 2).reshape(B, Lq, H * vd))
-
-    class DecoderLayer(nn.Module):
-        def __init__(self, first):
-            super().__init__()
-            lin = lambda: nn.Linear(d, d)
-            self.first = first
-            self.sa_qcontent_proj, self.sa_qpos_proj = lin(), lin()
-            self.sa_kcontent_proj, self.sa_kpos_proj = lin(), lin()
-            self.sa_v_proj = lin()
-            self.self_attn = Attn()
-            self.norm1 = nn.LayerNorm(d)
-            self.ca_qcontent_proj = lin()
-            if first:
-                self.ca_qpos_proj = lin()
-            self.ca_kcontent_proj, self.ca_kpos_proj = lin(), lin()
-            self.ca_v_proj = lin()
-            self.ca_qpos_sine_proj = lin()
-            self.cross_attn = Attn()
-            self.linear1 = nn.Linear(d, cfg["dim_feedforward"])
-            self.linear2 = nn.Linear(cfg["dim_feedforward"], d)
-            self.norm2 = nn.LayerNorm(d)
-            self.norm3 = nn.LayerNorm(d)
-            self.activation = nn.PReLU()
-
-        def forward(self, out, mem, pos, vpad, qpos, sine):
-            q = self.sa_qcontent_proj(out) + self.sa_qpos_proj(qpos)
-            k = self.sa_kcontent_proj(out) + self.sa_kpos_proj(qpos)
-            out = self.norm1(out + self.self_attn(q, k, self.sa_v_proj(out)))
-            qc = self.ca_qcontent_proj(out)
-            kc = self.ca_kcontent_proj(mem)
-            v = self.ca_v_proj(mem)
-            kp = self.ca_kpos_proj(pos)
-            if self.first:
-                qc = qc + self.ca_qpos_proj(qpos)
-                kc = kc + kp
-            qs = self.ca_qpos_sine_proj(sine)
-            B, Q, _ = qc.shape
-            L = kc.shape[1]
-            hd = d // H
-            q = torch.cat([qc.view(B, Q, H, hd), qs.view(B, Q, H, hd)], -1).reshape(B, Q, 2 * d)
-            k = torch.cat([kc.view(B, L, H, hd), kp.view(B, L, H, hd)], -1).reshape(B, L, 2 * d)
-            out = self.norm2(out + self.cross_attn(q, k, v, vpad))
-            return self.norm3(out + self.linear2(self.activation(self.linear1(out))))
-
-    def inverse_sigmoid(x, eps=1e-3):
-        x = x.clamp(0, 1)
-        return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
-
-    def sine_1d(x, n, scale):
-        """Interleaved sin/cos of x[..., None] * scale / 10000 ** (2 floor(k/2) / n), k < n."""
-        k = torch.arange(n, dtype=torch.float32)
-        dim_t = 10000.0 ** (2 * torch.div(k, 2, rounding_mode="floor") / n)
-        p = x[..., None] * scale / dim_t
-        return torch.stack([p[..., 0::2].sin(), p[..., 1::2].cos()], -1).flatten(-2)
-
-    class Decoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = nn.ModuleList(DecoderLayer(l == 0) for l in range(cfg["dec_layers"]))
-            self.norm = nn.LayerNorm(d)
-            self.query_scale = MLP([d, d, d])
-            self.ref_point_head = MLP([d, d, d])
-            self.bbox_embed = MLP([d, d, d, 2])
-            self.ref_anchor_head = MLP([d, d, 1])
-
-        def forward(self, mem, pos, vpad, anchors):
-            B = mem.shape[0]
-            ref = torch.sigmoid(anchors)[None].expand(B, -1, -1)
-            out = torch.zeros(B, anchors.shape[0], d)
-            hs, refs = [], []
-            for l, layer in enumerate(self.layers):
-                refs.append(ref)
-                sine = torch.cat([sine_1d(ref[..., 0], 128, 2 * math.pi), sine_1d(ref[..., 1], 128, 2 * math.pi)], -1)
-                qpos = self.ref_point_head(sine)
-                if l > 0:
-                    sine = sine * self.query_scale(out)
-                rc = torch.sigmoid(self.ref_anchor_head(out))
-                sine = sine * (rc[..., 0] / ref[..., 1])[..., None]
-                out = layer(out, mem, pos, vpad, qpos, sine)
-                # DAB-DETR training detaches the refined anchor; no effect on the eval forward.
-                ref = torch.sigmoid(self.bbox_embed(out) + inverse_sigmoid(ref)).detach()
-                hs.append(self.norm(out))
-            return torch.stack(hs), torch.stack(refs)
 
     class Transformer(nn.Module):
         def __init__(self):
             super().__init__()
-            self.t2v_encoder = nn.Module()
-            self.t2v_encoder.layers = nn.ModuleList(T2VLayer() for _ in range(cfg["enc_layers"]))
-            self.encoder = nn.Module()
-            self.encoder.layers = nn.ModuleList(EncoderLayer() for _ in range(cfg["enc_layers"]))
-            self.decoder = Decoder()
-
-    class TxtPos(nn.Module):
-        """Unused at inference (use_txt_pos = False); present in the official state_dict."""
-
-        def __init__(self):
-            super().__init__()
-            self.position_embeddings = nn.Embedding(cfg["max_q_l"], d)
-            self.LayerNorm = nn.LayerNorm(d)
+            self.t2v_encoder = Layers(cfg["enc_layers"], lambda: T2VLayer(d, H, ff))
+            self.encoder = Layers(cfg["enc_layers"], lambda: EncoderLayer(d, H, ff))
+            self.decoder = DABDecoder(d, H, ff, cfg["dec_layers"])
 
     class GruExtractor(nn.Module):
         def __init__(self):
@@ -297,16 +124,13 @@ def build(cfg):
         def __init__(self):
             super().__init__()
             self.transformer = Transformer()
-            self.txt_position_embed = TxtPos()
+            self.txt_position_embed = TextPositionEmbedding(cfg["max_q_l"], d)   # unused (use_txt_pos = False)
             self.span_embed = MLP([d, d, d, 2])
             self.class_embed = nn.Linear(d, 2)
             self.query_embed = nn.Embedding(cfg["num_queries"], 2)
-            n = cfg["n_input_proj"]
-            vin = cfg["v_feat_dim"] + 2
-            tin = cfg["t_feat_dim"]
-            p = cfg["input_dropout"]
-            self.input_txt_proj = nn.Sequential(*[LinearLayer(tin if k == 0 else d, d, k < n - 1, p) for k in range(n)])
-            self.input_vid_proj = nn.Sequential(*[LinearLayer(vin if k == 0 else d, d, k < n - 1, p) for k in range(n)])
+            n, p = cfg["n_input_proj"], cfg["input_dropout"]
+            self.input_txt_proj = input_projection(cfg["t_feat_dim"], d, n, p)
+            self.input_vid_proj = input_projection(cfg["v_feat_dim"] + 2, d, n, p)
             self.saliency_proj1 = nn.Linear(d, d)
             self.fuser = Fuser()
             self.gru_extractor = GruExtractor()
@@ -328,9 +152,7 @@ def build(cfg):
             V = self.input_vid_proj(src_vid)
             T = self.input_txt_proj(src_txt)
             Vf = self.fuser(V, T, vid_mask, txt_mask)
-            x = torch.cumsum(vid_mask, 1)
-            x = x / (x[:, -1:] + 1e-6) * (2 * math.pi)
-            pos = sine_1d(x, d, 1.0)
+            pos = position_embedding_sine(vid_mask, d)
             s = Vf
             for layer in tr.t2v_encoder.layers:
                 s = layer(s, T, pos, tpad)
@@ -343,7 +165,7 @@ def build(cfg):
             m1 = encoder(s)
             w = torch.softmax(self.saliency(m1), 1)
             m2 = encoder(m1 + s * w[:, :, None])
-            hs, refs = tr.decoder(m2, pos, vpad, self.query_embed.weight)
+            hs, refs = map(torch.stack, tr.decoder(m2, pos, vpad, self.query_embed.weight))
             logits = self.class_embed(hs)
             spans = torch.sigmoid(self.span_embed(hs) + inverse_sigmoid(refs))
             # MR2HD on the last layer's top-1 span

@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import (DABDecoder, EncoderLayer, Layers, LinearLayer, MLP, TextPositionEmbedding,
+                     input_projection, inverse_sigmoid, position_embedding_sine)
+
 
 def TRAINING_ONLY(cfg):
     """Key prefixes a checkpoint carries for losses only (spec §3.9, §4.3 "training only")."""
@@ -67,8 +70,8 @@ def build(cfg, official_batch_masks=False):
 # ------------------------------------------------------------------------------------------------
 
 def _l2_normalize(x):
-    """Official loader: f / (||f|| + 1e-5) in float32, the epsilon ADDED to the norm (§2.1). This is
-    not `torch_models.l2_normalize` (which clamps the norm), hence a local helper."""
+    """Official loader: f / (||f|| + 1e-5) in float32, the epsilon ADDED to the norm (§2.1), not
+    clamped as F.normalize does, hence a local helper."""
     x = np.asarray(x, dtype=np.float32)
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + np.float32(1e-5))
 
@@ -106,21 +109,6 @@ def preprocess(cfg, videos, queries):
 # Building blocks
 # ------------------------------------------------------------------------------------------------
 
-class MLP(nn.Module):
-    """DETR MLP: Linear layers with ReLU between them, none after the last (keys layers.{i})."""
-
-    def __init__(self, dims):
-        super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-
-    def forward(self, x):
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1:
-                x = F.relu(x)
-        return x
-
-
 class Conv1D(nn.Module):
     """The official 1×1 Conv1d wrapper (key `conv1d.*`) applied to (B, L, C) rows."""
 
@@ -130,25 +118,6 @@ class Conv1D(nn.Module):
 
     def forward(self, x):
         return self.conv1d(x.transpose(1, 2)).transpose(1, 2)
-
-
-class ConvLinearLayer(nn.Module):
-    """LayerNorm → Dropout → 1×1 conv → optional ReLU (keys LayerNorm.*, net.1.conv1d.*), §3.2."""
-
-    def __init__(self, in_dim, out_dim, relu, dropout):
-        super().__init__()
-        self.relu = relu
-        self.LayerNorm = nn.LayerNorm(in_dim)
-        self.net = nn.Sequential(nn.Dropout(dropout), Conv1D(in_dim, out_dim))
-
-    def forward(self, x):
-        x = self.net(self.LayerNorm(x))
-        return F.relu(x) if self.relu else x
-
-
-def input_projection(in_dim, d, n, dropout):
-    # ReLU after every layer except the last (relu_args[n-1] = False).
-    return nn.Sequential(*[ConvLinearLayer(in_dim if i == 0 else d, d, i < n - 1, dropout) for i in range(n)])
 
 
 class WeightedPool(nn.Module):
@@ -233,178 +202,13 @@ class BiCMFLayer(nn.Module):
         return self.norm4(f + self.dropout(f))
 
 
-class EncoderLayer(nn.Module):
-    """Post-norm self-attention layer with a PReLU FFN (spec §3.6)."""
-
-    def __init__(self, d, H, ff, dropout):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d, H, dropout=dropout, batch_first=True)
-        self.linear1 = nn.Linear(d, ff)
-        self.linear2 = nn.Linear(ff, d)
-        self.norm1 = nn.LayerNorm(d)
-        self.norm2 = nn.LayerNorm(d)
-        self.activation = nn.PReLU()
-
-    def forward(self, x, pos, pad):
-        qk = x + pos
-        x = self.norm1(x + self.self_attn(qk, qk, x, key_padding_mask=pad, need_weights=False)[0])
-        return self.norm2(x + self.linear2(self.activation(self.linear1(x))))
-
-
-class Attention(nn.Module):
-    """DAB-DETR attention: q, k, v arrive projected; head h takes the contiguous channel slice h of
-    each (q/k head width may differ from the value head width); only `out_proj` is a parameter."""
-
-    def __init__(self, d, H):
-        super().__init__()
-        self.nheads = H
-        self.out_proj = nn.Linear(d, d)
-
-    def forward(self, q, k, v, key_padding_mask=None):
-        B, T, E = q.shape
-        S, Ev, H = k.shape[1], v.shape[-1], self.nheads
-        qh = q.view(B, T, H, E // H).transpose(1, 2) * (E // H) ** -0.5
-        kh = k.view(B, S, H, E // H).transpose(1, 2)
-        vh = v.view(B, S, H, Ev // H).transpose(1, 2)
-        logits = torch.matmul(qh, kh.transpose(2, 3))                              # (B, H, T, S)
-        if key_padding_mask is not None:
-            logits = logits.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
-        out = torch.matmul(torch.softmax(logits, dim=-1), vh)
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, Ev))
-
-
-class DecoderLayer(nn.Module):
-    """DAB / QD-DETR decoder layer (spec §3.7): separate content/position projections, per-head
-    [content | sine] concatenation in the cross-attention. `ca_qpos_proj` exists in layer 0 only,
-    and only layer 0 adds positions to the content query and key (quirk 6.2.6)."""
-
-    def __init__(self, d, H, ff, first):
-        super().__init__()
-        self.nheads, self.first = H, first
-        self.sa_qcontent_proj = nn.Linear(d, d)
-        self.sa_qpos_proj = nn.Linear(d, d)
-        self.sa_kcontent_proj = nn.Linear(d, d)
-        self.sa_kpos_proj = nn.Linear(d, d)
-        self.sa_v_proj = nn.Linear(d, d)
-        self.self_attn = Attention(d, H)
-        self.norm1 = nn.LayerNorm(d)
-        self.ca_qcontent_proj = nn.Linear(d, d)
-        if first:
-            self.ca_qpos_proj = nn.Linear(d, d)
-        self.ca_kcontent_proj = nn.Linear(d, d)
-        self.ca_kpos_proj = nn.Linear(d, d)
-        self.ca_v_proj = nn.Linear(d, d)
-        self.ca_qpos_sine_proj = nn.Linear(d, d)
-        self.cross_attn = Attention(d, H)
-        self.linear1 = nn.Linear(d, ff)
-        self.linear2 = nn.Linear(ff, d)
-        self.norm2 = nn.LayerNorm(d)
-        self.norm3 = nn.LayerNorm(d)
-        self.activation = nn.PReLU()
-
-    def forward(self, tgt, memory, pos, vid_pad, query_pos, query_sine):
-        # Self-attention among the queries (no mask).
-        q = self.sa_qcontent_proj(tgt) + self.sa_qpos_proj(query_pos)
-        k = self.sa_kcontent_proj(tgt) + self.sa_kpos_proj(query_pos)
-        tgt = self.norm1(tgt + self.self_attn(q, k, self.sa_v_proj(tgt)))
-
-        # Cross-attention to the video memory.
-        qc = self.ca_qcontent_proj(tgt)
-        kc = self.ca_kcontent_proj(memory)
-        v = self.ca_v_proj(memory)
-        kp = self.ca_kpos_proj(pos)
-        if self.first:
-            qc = qc + self.ca_qpos_proj(query_pos)
-            kc = kc + kp
-        qs = self.ca_qpos_sine_proj(query_sine)
-        B, Q, d = qc.shape
-        L, H = kc.shape[1], self.nheads
-        # Per head: [32 content | 32 position] → head width 64 (scale 1/8), value width 32.
-        q = torch.cat([qc.view(B, Q, H, d // H), qs.view(B, Q, H, d // H)], dim=3).view(B, Q, 2 * d)
-        k = torch.cat([kc.view(B, L, H, d // H), kp.view(B, L, H, d // H)], dim=3).view(B, L, 2 * d)
-        tgt = self.norm2(tgt + self.cross_attn(q, k, v, key_padding_mask=vid_pad))
-
-        return self.norm3(tgt + self.linear2(self.activation(self.linear1(tgt))))
-
-
-def inverse_sigmoid(x, eps=1e-3):
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
-
-
-def gen_sineembed_for_position(ref):
-    """SpanSine (§3.1): (B, Q, 2) (center, width) → (B, Q, 256) = [128-d code of center | of width],
-    each sin at even / cos at odd channels of a·2π / 10000^(2⌊j/2⌋/128)."""
-    dim_t = torch.arange(128, dtype=torch.float32, device=ref.device)
-    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / 128)
-    codes = []
-    for c in range(2):
-        p = ref[:, :, c, None] * (2 * math.pi) / dim_t
-        codes.append(torch.stack((p[:, :, 0::2].sin(), p[:, :, 1::2].cos()), dim=3).flatten(2))
-    return torch.cat(codes, dim=2)
-
-
-def video_sine_position(vid_mask, d):
-    """PositionEmbeddingSine(d, normalize=True) on the video mask (§3.1), in float32 as officially:
-    x = cumsum(mask) / (last + 1e-6) · 2π, padded clips repeat the last valid value."""
-    x = vid_mask.cumsum(1, dtype=torch.float32)
-    x = x / (x[:, -1:] + 1e-6) * (2 * math.pi)
-    dim_t = torch.arange(d, dtype=torch.float32, device=vid_mask.device)
-    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / d)
-    p = x[:, :, None] / dim_t
-    return torch.stack((p[:, :, 0::2].sin(), p[:, :, 1::2].cos()), dim=3).flatten(2)
-
-
-class Decoder(nn.Module):
-    """Anchor decoder (§3.7): sigmoid anchors (center, width), refined after every layer by
-    `bbox_embed` on the UN-normalised target; `norm` gives the per-layer outputs."""
-
-    def __init__(self, d, H, ff, n_layers):
-        super().__init__()
-        self.layers = nn.ModuleList(DecoderLayer(d, H, ff, i == 0) for i in range(n_layers))
-        self.norm = nn.LayerNorm(d)
-        self.query_scale = MLP([d, d, d])
-        self.ref_point_head = MLP([d, d, d])
-        self.bbox_embed = MLP([d, d, d, 2])
-        self.ref_anchor_head = MLP([d, d, 1])
-
-    def forward(self, memory, pos, vid_pad, anchors):
-        """Returns (output of the last layer after `norm`, anchor that was its input)."""
-        B = memory.shape[0]
-        ref = torch.sigmoid(anchors)[None].expand(B, -1, -1)
-        tgt = memory.new_zeros(B, anchors.shape[0], memory.shape[2])
-        for i, layer in enumerate(self.layers):
-            if i > 0:
-                # Anchor refinement of the previous layer (the one after the last layer is unused).
-                ref = torch.sigmoid(self.bbox_embed(tgt) + inverse_sigmoid(ref))
-            sine = gen_sineembed_for_position(ref)
-            query_pos = self.ref_point_head(sine)
-            if i > 0:                                      # layer 0: scale 1
-                sine = sine * self.query_scale(tgt)
-            # One scalar per query, divided by the anchor width, modulates all 256 channels.
-            sine = sine * (torch.sigmoid(self.ref_anchor_head(tgt))[..., 0] / ref[..., 1])[..., None]
-            tgt = layer(tgt, memory, pos, vid_pad, query_pos, sine)
-        return self.norm(tgt), ref
-
-
 class Transformer(nn.Module):
     def __init__(self, cfg, d, H, ff, dropout):
         super().__init__()
-        self.t2v_encoder = nn.Module()
-        self.t2v_encoder.layers = nn.ModuleList(
-            BiCMFLayer(d, H, ff, dropout) for _ in range(cfg.get("bicmf_layers", 2)))
-        self.encoder = nn.Module()
-        self.encoder.layers = nn.ModuleList(EncoderLayer(d, H, ff, dropout) for _ in range(cfg.get("enc_layers", 2)))
-        self.decoder = Decoder(d, H, ff, cfg.get("dec_layers", 2))
-
-
-class TextPositionEmbedding(nn.Module):
-    """Built by the official model but unused (use_txt_pos = False); kept for the state_dict."""
-
-    def __init__(self, n, d):
-        super().__init__()
-        self.position_embeddings = nn.Embedding(n, d)
-        self.LayerNorm = nn.LayerNorm(d)
+        self.t2v_encoder = Layers(cfg.get("bicmf_layers", 2), lambda: BiCMFLayer(d, H, ff, dropout))
+        self.encoder = Layers(cfg.get("enc_layers", 2), lambda: EncoderLayer(d, H, ff, dropout))
+        # §3.7: ca_qpos_proj and the added positions in layer 0 only (quirk 6.2.6)
+        self.decoder = DABDecoder(d, H, ff, cfg.get("dec_layers", 2))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -433,8 +237,9 @@ class VideoLights(nn.Module):
         self.span_embed = MLP([d, d, d, 2])
         self.class_embed = nn.Linear(d, 2)
         self.query_embed = nn.Embedding(cfg.get("num_queries", 10), 2)
-        self.input_txt_proj = input_projection(cfg["t_feat_dim"], d, n_proj, in_drop)
-        self.input_vid_proj = input_projection(self.video_width, d, n_proj, in_drop)
+        # 1×1 convs where TR-DETR has nn.Linear (keys net.1.conv1d.*), §3.2
+        self.input_txt_proj = input_projection(cfg["t_feat_dim"], d, n_proj, in_drop, Conv1D)
+        self.input_vid_proj = input_projection(self.video_width, d, n_proj, in_drop, Conv1D)
         self.feature_refinement = FeatureRefinement(d)
         self.saliency_proj1 = nn.Linear(d, d)
         self.saliency_proj2 = nn.Linear(d, d)
@@ -446,7 +251,7 @@ class VideoLights(nn.Module):
         if w is not None and self.tef and w.shape[0] == self.video_width - 2:
             first = self.input_vid_proj[0]
             self.video_width = w.shape[0]
-            self.input_vid_proj[0] = ConvLinearLayer(w.shape[0], self.hidden_dim, first.relu, first.net[0].p)
+            self.input_vid_proj[0] = LinearLayer(w.shape[0], self.hidden_dim, first.relu, first.net[0].p, Conv1D)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, video, video_mask, query, query_mask):
@@ -459,7 +264,7 @@ class VideoLights(nn.Module):
         txt = self.input_txt_proj(query)
         vid = self.feature_refinement(vid, txt, video_mask, query_mask)
         # Text positions are zero. The table is float32 even in a float64 model (quirk 6.2.10).
-        pos = video_sine_position(video_mask, self.hidden_dim).to(vid.dtype)
+        pos = position_embedding_sine(video_mask, self.hidden_dim).to(vid.dtype)
 
         m_vt = m_tv = None
         if self.official_batch_masks:
@@ -477,10 +282,10 @@ class VideoLights(nn.Module):
             x = layer(x, x_pos, x_pad)
         memory_global, memory = x[:, 0], x[:, 1:]
 
-        hs, ref = self.transformer.decoder(memory, pos, vid_pad, self.query_embed.weight)
-        pred_logits = self.class_embed(hs)
+        hs, refs = self.transformer.decoder(memory, pos, vid_pad, self.query_embed.weight)
+        pred_logits = self.class_embed(hs[-1])
         # span_embed on the normalised output, added to the anchor that was the last layer's input.
-        pred_spans = torch.sigmoid(self.span_embed(hs) + inverse_sigmoid(ref))
+        pred_spans = torch.sigmoid(self.span_embed(hs[-1]) + inverse_sigmoid(refs[-1]))
         saliency = torch.sum(self.saliency_proj1(memory) * self.saliency_proj2(memory_global)[:, None], dim=-1)
         saliency = saliency / math.sqrt(self.hidden_dim)
         return {"pred_logits": pred_logits, "pred_spans": pred_spans, "saliency_scores": saliency}
