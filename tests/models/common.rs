@@ -142,6 +142,25 @@ pub fn assert_one_submit(model: &Model, what: &str) {
     }
 }
 
+/// One sample's outputs from two runs (in a padded batch and alone) agree within `tol`: logits,
+/// spans, saliency and, where the model has them, quality logits. Returns the largest |difference|.
+pub fn assert_same_outputs(what: &str, got: &Prediction, want: &Prediction, tol: Tolerance) -> f32 {
+    let mut parts = vec![
+        ("logits", &got.raw.logits, &want.raw.logits),
+        ("spans", &got.raw.spans, &want.raw.spans),
+        ("saliency", &got.saliency, &want.saliency),
+    ];
+    if let (Some(g), Some(w)) = (&got.raw.quality, &want.raw.quality) {
+        parts.push(("quality", g, w));
+    }
+    let mut worst = 0.0f32;
+    for (part, g, w) in parts {
+        worst = g.iter().zip(w.iter()).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+        assert_close(&format!("{what}: {part}"), g, w, tol);
+    }
+    worst
+}
+
 /// Runs every sample of `case` in one padded batch.
 pub fn predict(model: &Model, case: &Case) -> Vec<Prediction> {
     let inputs = case.inputs();

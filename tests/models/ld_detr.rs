@@ -11,7 +11,8 @@ use moment_gpu::{Device, Error};
 use serde_json::Value;
 
 use crate::common::{
-    assert_json_lines, assert_one_submit, assert_preprocessing, assert_raw_outputs, cases, predict, Case, Tolerance,
+    assert_json_lines, assert_one_submit, assert_preprocessing, assert_raw_outputs, assert_same_outputs, cases,
+    predict, Case, Tolerance,
 };
 
 /// Logits and spans: 1e-4 absolute, the bound for a float32 runtime vs the float64 spec
@@ -181,15 +182,8 @@ fn padded_batch_equals_single_runs() {
             let mut worst = 0.0f32;
             for (b, (v, q)) in case.inputs().iter().enumerate() {
                 let alone = model.predict(v, q).unwrap();
-                let name = |x: &str| format!("{what} decoder on {}: sample {b} {x}", device.name());
-                for (x, got, want) in [
-                    ("logits", &batched[b].raw.logits, &alone.raw.logits),
-                    ("spans", &batched[b].raw.spans, &alone.raw.spans),
-                    ("saliency", &batched[b].saliency, &alone.saliency),
-                ] {
-                    worst = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
-                    assert_close(&name(x), got, want, tol);
-                }
+                let name = format!("{what} decoder on {}: sample {b}", device.name());
+                worst = worst.max(assert_same_outputs(&name, &batched[b], &alone, tol));
             }
             eprintln!("{what} decoder on {}: batched vs alone max |difference| {worst:.2e}", device.name());
         }

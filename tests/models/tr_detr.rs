@@ -2,12 +2,13 @@
 //! float32 PyTorch model to ~1e-6 on logits/spans and ~7e-6 on saliency).
 
 use moment_gpu::models::Model;
-use moment_gpu::testing::{assert_close, gpu};
+use moment_gpu::testing::gpu;
 use moment_gpu::weights::Weights;
 use moment_gpu::{Device, Error};
 
 use crate::common::{
-    assert_json_lines, assert_one_submit, assert_preprocessing, assert_raw_outputs, cases, predict, Case, Tolerance,
+    assert_json_lines, assert_one_submit, assert_preprocessing, assert_raw_outputs, assert_same_outputs, cases,
+    predict, Case, Tolerance,
 };
 
 /// Logits and spans: 1e-4 absolute, the bound for a float32 runtime vs the float64 spec.
@@ -59,10 +60,7 @@ fn padded_batch_equals_single_runs() {
     let batched = predict(&model, &case);
     for (b, (v, q)) in case.inputs().iter().enumerate() {
         let alone = model.predict(v, q).unwrap();
-        let tight = Tolerance::new(2e-6, 1e-6);
-        assert_close(&format!("sample {b} logits"), &batched[b].raw.logits, &alone.raw.logits, tight);
-        assert_close(&format!("sample {b} spans"), &batched[b].raw.spans, &alone.raw.spans, tight);
-        assert_close(&format!("sample {b} saliency"), &batched[b].saliency, &alone.saliency, tight);
+        assert_same_outputs(&format!("sample {b}"), &batched[b], &alone, Tolerance::new(2e-6, 1e-6));
     }
 }
 

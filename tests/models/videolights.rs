@@ -9,12 +9,14 @@
 use moment_gpu::io::read_array;
 use moment_gpu::models::postprocess::{foreground_probs, windows, PostProcess, Window};
 use moment_gpu::models::{Model, ModelKind, Prediction, QueryInput, VideoInput};
-use moment_gpu::testing::{assert_close, gpu};
+use moment_gpu::testing::gpu;
 use moment_gpu::weights::Weights;
 use moment_gpu::{Device, Error};
 use serde_json::Value;
 
-use crate::common::{assert_one_submit, assert_preprocessing, assert_raw_outputs, cases, predict, Case, Tolerance};
+use crate::common::{
+    assert_one_submit, assert_preprocessing, assert_raw_outputs, assert_same_outputs, cases, predict, Case, Tolerance,
+};
 
 /// Logits and spans: 1e-4 absolute, the bound for a float32 runtime vs the float64 spec
 /// (the official float32 model itself is within 1.5e-5 / 5e-6).
@@ -282,13 +284,6 @@ fn padded_batch_equals_single_runs() {
             let batched = predict(&model, &case);
             for (b, (v, q)) in case.inputs().iter().enumerate() {
                 let alone = model.predict(v, q).unwrap();
-                eprintln!(
-                    "{} on {backend}, sample {b}: batch vs alone max diff logits {:.2e}, spans {:.2e}, saliency {:.2e}",
-                    case.name,
-                    max_err(&batched[b].raw.logits, &alone.raw.logits),
-                    max_err(&batched[b].raw.spans, &alone.raw.spans),
-                    max_err(&batched[b].saliency, &alone.saliency)
-                );
                 // The CPU backend computes a sample's rows in the same order whatever the padding:
                 // bit-identical. GPU kernels split keys, tokens and reductions by the padded sizes,
                 // so sums are re-associated (float32 rounding, ~1e-7 relative), and the Bi-CMF and
@@ -296,10 +291,9 @@ fn padded_batch_equals_single_runs() {
                 // lavapipe (nonb_batch2, 45 of 75 clips and 9 of 32 tokens valid); the bound is a
                 // fifth of the saliency tolerance. The masking itself is checked exactly on the CPU.
                 let tight = if backend == "cpu" { Tolerance::new(0.0, 0.0) } else { Tolerance::new(5e-5, 0.0) };
-                let what = |x: &str| format!("{} on {backend}, sample {b} {x}", case.name);
-                assert_close(&what("logits"), &batched[b].raw.logits, &alone.raw.logits, tight);
-                assert_close(&what("spans"), &batched[b].raw.spans, &alone.raw.spans, tight);
-                assert_close(&what("saliency"), &batched[b].saliency, &alone.saliency, tight);
+                let worst =
+                    assert_same_outputs(&format!("{} on {backend}, sample {b}", case.name), &batched[b], &alone, tight);
+                eprintln!("{} on {backend}, sample {b}: batch vs alone max |difference| {worst:.2e}", case.name);
             }
         }
     }
@@ -317,10 +311,8 @@ fn heavy_padding_does_not_change_a_sample() {
     let filler_v = VideoInput { clips: 75, width: video.width, data: vec![0.3; 75 * video.width], duration: None };
     let filler_q = QueryInput { tokens: 32, width: query.width, data: vec![-0.2; 32 * query.width] };
     let batched = model.predict_batch(&[(&filler_v, &filler_q), (&video, &query)]).unwrap();
-    let exact = Tolerance::new(0.0, 0.0); // the CPU backend: bit-identical
-    assert_close("logits", &batched[1].raw.logits, &alone.raw.logits, exact);
-    assert_close("spans", &batched[1].raw.spans, &alone.raw.spans, exact);
-    assert_close("saliency", &batched[1].saliency, &alone.saliency, exact);
+    // The CPU backend: bit-identical.
+    assert_same_outputs("heavily padded sample", &batched[1], &alone, Tolerance::new(0.0, 0.0));
 }
 
 #[test]
