@@ -1,13 +1,17 @@
 // 1-D convolution over time on channels-last activations, as an implicit GEMM with a fused
 // epilogue (residual add BEFORE the activation, as in the LD-DETR conv block):
 //   out[b, t, o] = act( sum_{tap, c} W[o, c, tap] * A(b, t, tap, c) + bias[o] + residual[b, t, o] )
-// Layouts: x (B, L_in, C_in), out and residual (B, L_out, C_out), row-major.
+// Layouts: x (B, L_in, C_in), out and residual (B, L_out, C_out), mask (B, L_in) (mode 2 only), row-major.
 // Virtual input with zero "same" padding and optional nearest up-sampling by `up`:
 //   xin(b, u, c) = x[b, u / up, c] for 0 <= u < L_in * up, else 0;   position u = t*stride + tap - pad.
 // mode 0 (dense Conv1d): W is PyTorch's (C_out, C_in, k) weight; A(b, t, tap, c) = xin(b, u, c).
 // mode 1 (depthwise-separable, SG-DETR's DWS): one tap; A(b, t, 0, c) = sum_k dw[c, k] xin(b, t*stride+k-pad, c)
 //   (the depthwise conv, dw of shape (C_in, 1, k), computed while staging the A tile), then W is the pointwise
 //   weight (C_out, C_in, 1).
+// mode 2 (masked, LD-DETR on padded batches): mode 0 with stride 1, up 1 and a row mask, valid(b, u) =
+//   mask[b, u] > 0.5: padded clips read as the zero padding (xin = 0 there) and padded output rows are 0,
+//   so each sample of a padded batch gets exactly the result of its valid clips run alone (for the usual
+//   prefix masks); a fully padded sample gives all zeros.
 // W[o, c, tap] is read at o * w_o + c * w_c + tap (dense: w_o = C_in * k, w_c = k; separable: C_in, 1).
 // GEMM view: rows = (b, t) flattened (M = B * L_out), cols = o, reduction over (tap, c), taps outer.
 // Tile: 32 x 32 outputs per workgroup of 8 x 8 threads, 4 x 4 outputs per thread held in four named vec4
@@ -27,7 +31,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<storage, read> slope: array<f32>;
 @group(0) @binding(6) var<storage, read> residual: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read> mask: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;
 
 const TILE: u32 = 32u;
 const KSTEP: u32 = 16u;
@@ -44,10 +49,17 @@ fn activate(v: f32, code: u32) -> f32 {
     }
 }
 
+// Whether row r = (b, t) of the mask is a valid clip; every row is in modes 0 and 1.
+fn valid(r: u32) -> bool {
+    return p.mode != 2u || mask[r] > 0.5;
+}
+
 // The (virtually up-sampled, zero-padded) input at position u of sample b, channel c.
 fn xin(b: u32, u: i32, c: u32) -> f32 {
     if (u < 0 || u >= i32(p.l_in * p.up)) { return 0.0; }
-    return x[(b * p.l_in + u32(u) / p.up) * p.c_in + c];
+    let r = b * p.l_in + u32(u) / p.up;
+    if (!valid(r)) { return 0.0; }
+    return x[r * p.c_in + c];
 }
 
 // One element of the implicit A operand: GEMM row `row` = (b, t), channel c, tap `tap`.
@@ -55,7 +67,7 @@ fn load_a(row: u32, c: u32, tap: u32) -> f32 {
     let b = row / p.l_out;
     let t = row % p.l_out;
     let u0 = i32(t * p.stride) - i32(p.pad);
-    if (p.mode == 0u) {
+    if (p.mode != 1u) {
         return xin(b, u0 + i32(tap), c);
     }
     var s = 0.0;
@@ -67,6 +79,7 @@ fn load_a(row: u32, c: u32, tap: u32) -> f32 {
 
 fn store_row(row: u32, col0: u32, acc: vec4<f32>) {
     if (row >= p.batch * p.l_out) { return; }
+    let keep = valid(row);
     let values = array<f32, 4>(acc.x, acc.y, acc.z, acc.w);
     for (var j = 0u; j < 4u; j++) {
         let col = col0 + j;
@@ -75,7 +88,7 @@ fn store_row(row: u32, col0: u32, acc: vec4<f32>) {
             if (p.has_bias == 1u) { v += bias[col]; }
             let at = row * p.c_out + col;
             if (p.has_residual == 1u) { v += residual[at]; }
-            out[at] = activate(v, p.act);
+            out[at] = select(0.0, activate(v, p.act), keep);
         }
     }
 }

@@ -4,7 +4,8 @@
 //! BatchNorm (eval mode) is folded into the weight and bias at load time by [`fold_batchnorm`].
 //! Also the depthwise-separable convolution of SG-DETR's FPN (depthwise k = 3, optional stride 2
 //! and nearest ×2 up-sampling of the input, then pointwise) in one dispatch.
-//! WGSL: `shaders/conv1d.wgsl` (one implicit-GEMM kernel for both forms).
+//! WGSL: `shaders/conv1d.wgsl` (one implicit-GEMM kernel for both forms and for the masked form
+//! of [`super::masked_conv1d`]).
 
 use std::sync::Arc;
 
@@ -19,14 +20,16 @@ const TILE: usize = 32;
 const SHADER: Shader = Shader { name: "conv1d", source: include_str!("../../shaders/conv1d.wgsl"), entry: "conv1d" };
 
 /// `out[b, t, o] = act(Σ W[o, c, tap] · A(b, t, tap, c) + bias[o] + residual[b, t, o])`, see the shader.
+/// Inputs, as the shader's bindings: x, W, depthwise weight, bias, PReLU slope, residual, row
+/// mask (only [`super::masked_conv1d::MaskedConv1d`] binds one).
 #[derive(Clone, Debug)]
 pub struct Conv1d {
-    batch: usize,
-    l_in: usize,
+    pub(super) batch: usize,
+    pub(super) l_in: usize,
     l_out: usize,
-    c_in: usize,
-    c_out: usize,
-    ksize: usize,
+    pub(super) c_in: usize,
+    pub(super) c_out: usize,
+    pub(super) ksize: usize,
     stride: usize,
     /// Nearest up-sampling factor of the input (1 = none).
     up: usize,
@@ -38,6 +41,39 @@ pub struct Conv1d {
 }
 
 impl Conv1d {
+    /// The op over an input `(B, L_in, C_in)`, once its epilogue operands fit its output.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        g: &Graph,
+        op: &str,
+        [batch, l_in, c_in]: [usize; 3],
+        c_out: usize,
+        ksize: usize,
+        stride: usize,
+        up: usize,
+        separable: bool,
+        bias: Option<TensorId>,
+        act: Act,
+        residual: Option<TensorId>,
+    ) -> Result<Conv1d> {
+        let l_out = conv_out_len(l_in * up, ksize, stride);
+        check_epilogue(g, op, c_out, &[batch, l_out, c_out], bias, act, residual)?;
+        let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
+        Ok(Conv1d {
+            batch,
+            l_in,
+            l_out,
+            c_in,
+            c_out,
+            ksize,
+            stride,
+            up,
+            separable,
+            has_bias,
+            act: act.code(),
+            has_residual,
+        })
+    }
     fn pad(&self) -> usize {
         self.ksize / 2
     }
@@ -47,6 +83,66 @@ impl Conv1d {
             (self.c_in, 1)
         } else {
             (self.c_in * self.ksize, self.ksize)
+        }
+    }
+    pub(super) fn out_shape(&self) -> Vec<usize> {
+        vec![self.batch, self.l_out, self.c_out]
+    }
+
+    /// The shader's uniform block; `masked` selects its mode 2 (dense, stride 1, row mask bound).
+    pub(super) fn shader_params(&self, masked: bool) -> Params {
+        let (w_o, w_c) = self.w_strides();
+        Params::new()
+            .u(self.batch)
+            .u(self.l_in)
+            .u(self.l_out)
+            .u(self.c_in)
+            .u(self.c_out)
+            .u(self.ksize)
+            .u(self.stride)
+            .u(self.pad())
+            .u(self.up)
+            .u(if masked { 2 } else { self.separable as usize })
+            .u(w_o)
+            .u(w_c)
+            .flag(self.has_bias)
+            .u(self.act as usize)
+            .flag(self.has_residual)
+    }
+
+    /// The epilogue `act(· + bias + residual)` from inputs 3, 4, 5.
+    fn epilogue<'a>(&self, inputs: &[&'a [f32]]) -> Epilogue<'a> {
+        Epilogue {
+            bias: self.has_bias.then_some(inputs[3]),
+            act: self.act,
+            slope: inputs[4].first().copied().unwrap_or(0.0),
+            residual: self.has_residual.then_some(inputs[5]),
+            residual_first: true,
+        }
+    }
+
+    /// The CPU backend's dense stride-1 convolution, see [`conv_by_gemm`].
+    pub(super) fn dense_by_gemm(&self, inputs: &[&[f32]], mask: Option<&[f32]>, packed: &PackedB, out: &mut [f32]) {
+        let shape = [self.batch, self.l_in, self.c_in, self.c_out];
+        conv_by_gemm(inputs[0], mask, shape, packed, &self.epilogue(inputs), out);
+    }
+
+    /// Output row `row` of a CPU twin: `act(patch · W[o] + bias[o] + residual[row, o])` for every
+    /// o, where `patch` is the row's receptive field laid out like a row of W.
+    pub(super) fn twin_row(&self, inputs: &[&[f32]], row: usize, patch: &[f32], out: &mut [f32]) {
+        let (w, bias, residual) = (inputs[1], inputs[3], inputs[5]);
+        let slope = inputs[4].first().copied().unwrap_or(0.0);
+        let w_o = patch.len();
+        for o in 0..self.c_out {
+            let mut v: f32 = patch.iter().zip(&w[o * w_o..(o + 1) * w_o]).map(|(a, b)| a * b).sum();
+            if self.has_bias {
+                v += bias[o];
+            }
+            let at = row * self.c_out + o;
+            if self.has_residual {
+                v += residual[at];
+            }
+            out[at] = activate(v, self.act, slope);
         }
     }
 }
@@ -63,23 +159,7 @@ impl Kernel for Conv1d {
         SHADER
     }
     fn params(&self) -> Params {
-        let (w_o, w_c) = self.w_strides();
-        Params::new()
-            .u(self.batch)
-            .u(self.l_in)
-            .u(self.l_out)
-            .u(self.c_in)
-            .u(self.c_out)
-            .u(self.ksize)
-            .u(self.stride)
-            .u(self.pad())
-            .u(self.up)
-            .flag(self.separable)
-            .u(w_o)
-            .u(w_c)
-            .flag(self.has_bias)
-            .u(self.act as usize)
-            .flag(self.has_residual)
+        self.shader_params(false)
     }
     fn workgroups(&self) -> [u32; 3] {
         [self.c_out.div_ceil(TILE) as u32, (self.batch * self.l_out).div_ceil(TILE) as u32, 1]
@@ -103,12 +183,11 @@ impl Kernel for Conv1d {
         let Some(packed) = prepared.and_then(|p| p.downcast_ref::<PackedB>()) else {
             return self.cpu(inputs, outputs);
         };
-        let (x, dw) = (inputs[0], inputs[2]);
-        let epilogue = conv_epilogue(inputs, self.has_bias, self.act, self.has_residual);
         if !self.separable {
-            let shape = [self.batch, self.l_in, self.c_in, self.c_out];
-            return conv_by_gemm(x, None, shape, packed, &epilogue, outputs[0]);
+            return self.dense_by_gemm(inputs, None, packed, outputs[0]);
         }
+        let (x, dw) = (inputs[0], inputs[2]);
+        let epilogue = self.epilogue(inputs);
         let (k, c_in, rows) = (self.ksize, self.c_in, self.batch * self.l_out);
         let l_virtual = (self.l_in * self.up) as isize;
         super::with_scratch([rows * c_in, k * c_in], |[depthwise, taps]| {
@@ -146,9 +225,8 @@ impl Kernel for Conv1d {
     }
 
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
-        let (x, w, dw, bias, slope, residual) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5]);
+        let (x, dw) = (inputs[0], inputs[2]);
         let out = &mut outputs[0];
-        let slope = slope.first().copied().unwrap_or(0.0);
         let (k, c_in) = (self.ksize, self.c_in);
         let l_virtual = (self.l_in * self.up) as isize;
         // The receptive field of one output position, laid out like one row of W: index
@@ -174,19 +252,7 @@ impl Kernel for Conv1d {
                         }
                     }
                 }
-                let row = b * self.l_out + t;
-                for o in 0..self.c_out {
-                    let w_row = &w[o * w_o..(o + 1) * w_o];
-                    let mut v: f32 = patch.iter().zip(w_row).map(|(a, b)| a * b).sum();
-                    if self.has_bias {
-                        v += bias[o];
-                    }
-                    let at = row * self.c_out + o;
-                    if self.has_residual {
-                        v += residual[at];
-                    }
-                    out[at] = activate(v, self.act, slope);
-                }
+                self.twin_row(inputs, b * self.l_out + t, &patch, out);
             }
         }
     }
@@ -194,28 +260,16 @@ impl Kernel for Conv1d {
 
 /// `W (C_out, C_in, k)` packed once as the `(k·C_in, C_out)` GEMM operand whose row
 /// `tap·C_in + c` meets input row `t + tap − k/2`, channel `c`.
-pub(crate) fn pack_taps(cache: &ConstCache, w: &Arc<[f32]>, k: usize, c_in: usize, c_out: usize) -> Arc<PackedB> {
+fn pack_taps(cache: &ConstCache, w: &Arc<[f32]>, k: usize, c_in: usize, c_out: usize) -> Arc<PackedB> {
     let pack = |w: &[f32]| PackedB::from_fn(k * c_in, c_out, |row, o| w[(o * c_in + row % c_in) * k + row / c_in]);
     cache.packed(w, "conv1d_taps", [k, c_in, c_out, 0], pack)
-}
-
-/// The epilogue `act(· + bias + residual)` of a convolution whose inputs 3, 4, 5 are the bias,
-/// the PReLU slope and the residual (both conv ops' layout).
-pub(crate) fn conv_epilogue<'a>(inputs: &[&'a [f32]], has_bias: bool, act: u32, has_residual: bool) -> Epilogue<'a> {
-    Epilogue {
-        bias: has_bias.then_some(inputs[3]),
-        act,
-        slope: inputs[4].first().copied().unwrap_or(0.0),
-        residual: has_residual.then_some(inputs[5]),
-        residual_first: true,
-    }
 }
 
 /// The CPU backend's stride-1 "same" convolution of `x (B, L, C_in)` with weights packed by
 /// [`pack_taps`]: per sample, the input with `k / 2` zero rows on each side makes output row `t`
 /// one contiguous GEMM row (`k` consecutive input rows). The epilogue's residual is `(B, L,
 /// C_out)`. With a row `mask`, padded clips read as zeros and padded output rows are 0.
-pub(crate) fn conv_by_gemm(
+fn conv_by_gemm(
     x: &[f32],
     mask: Option<&[f32]>,
     [batch, l, c_in, c_out]: [usize; 4],
@@ -254,7 +308,7 @@ pub fn conv_out_len(l: usize, k: usize, stride: usize) -> usize {
     (l + 2 * (k / 2) - k) / stride + 1
 }
 
-fn err<T>(msg: String) -> Result<T> {
+pub(super) fn err<T>(msg: String) -> Result<T> {
     Err(Error::Graph(msg))
 }
 
@@ -304,8 +358,8 @@ fn push(
     act: Act,
     residual: Option<TensorId>,
 ) -> TensorId {
-    let shape = vec![op.batch, op.l_out, op.c_out];
-    g.push1(op, &[Some(x), Some(w), dw, bias, act.slope(), residual], shape)
+    let shape = op.out_shape();
+    g.push1(op, &[Some(x), Some(w), dw, bias, act.slope(), residual, None], shape)
 }
 
 /// PyTorch `Conv1d(C_in, C_out, k, stride=1, padding=k//2)` over time on `x (B, L, C_in)` with
@@ -331,37 +385,38 @@ pub fn conv1d_strided(
     residual: Option<TensorId>,
     act: Act,
 ) -> Result<TensorId> {
-    let [batch, l_in, c_in] = check_input(g, "conv1d", x)?;
+    let op = dense(g, "conv1d", x, weight, bias, stride, residual, act)?;
+    Ok(push(g, op, x, weight, None, bias, act, residual))
+}
+
+/// The shape-checked dense convolution of [`conv1d_strided`], also the masked op's (named `op`
+/// in errors).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dense(
+    g: &Graph,
+    op: &str,
+    x: TensorId,
+    weight: TensorId,
+    bias: Option<TensorId>,
+    stride: usize,
+    residual: Option<TensorId>,
+    act: Act,
+) -> Result<Conv1d> {
+    let [batch, l_in, c_in] = check_input(g, op, x)?;
     let [c_out, wc, k] = *g.shape(weight) else {
-        return err(format!("conv1d: weight must be (C_out, C_in, k), got {:?}", g.shape(weight)));
+        return err(format!("{op}: weight must be (C_out, C_in, k), got {:?}", g.shape(weight)));
     };
     if wc != c_in || c_out == 0 || k % 2 == 0 {
         return err(format!(
-            "conv1d: weight {:?} for input {:?}: needs C_in = {c_in} and an odd kernel size",
+            "{op}: weight {:?} for input {:?}: needs C_in = {c_in} and an odd kernel size",
             g.shape(weight),
             g.shape(x)
         ));
     }
     if stride == 0 {
-        return err("conv1d: stride 0".into());
+        return err(format!("{op}: stride 0"));
     }
-    let l_out = conv_out_len(l_in, k, stride);
-    check_epilogue(g, "conv1d", c_out, &[batch, l_out, c_out], bias, act, residual)?;
-    let op = Conv1d {
-        batch,
-        l_in,
-        l_out,
-        c_in,
-        c_out,
-        ksize: k,
-        stride,
-        up: 1,
-        separable: false,
-        has_bias: bias.is_some(),
-        act: act.code(),
-        has_residual: residual.is_some(),
-    };
-    Ok(push(g, op, x, weight, None, bias, act, residual))
+    Conv1d::new(g, op, [batch, l_in, c_in], c_out, k, stride, 1, false, bias, act, residual)
 }
 
 /// SG-DETR's depthwise-separable convolution in one dispatch: nearest up-sampling of `x
@@ -398,22 +453,8 @@ pub fn depthwise_separable(
     if stride == 0 || upsample == 0 {
         return err(format!("depthwise_separable: stride {stride} and upsample {upsample} must be ≥ 1"));
     }
-    let l_out = conv_out_len(l_in * upsample, k, stride);
-    check_epilogue(g, "depthwise_separable", c_out, &[batch, l_out, c_out], bias, act, residual)?;
-    let op = Conv1d {
-        batch,
-        l_in,
-        l_out,
-        c_in,
-        c_out,
-        ksize: k,
-        stride,
-        up: upsample,
-        separable: true,
-        has_bias: bias.is_some(),
-        act: act.code(),
-        has_residual: residual.is_some(),
-    };
+    let input = [batch, l_in, c_in];
+    let op = Conv1d::new(g, "depthwise_separable", input, c_out, k, stride, upsample, true, bias, act, residual)?;
     Ok(push(g, op, x, pointwise, Some(depthwise), bias, act, residual))
 }
 

@@ -6,17 +6,18 @@ use moment_gpu::ops::conv1d::{
 };
 use moment_gpu::ops::Act;
 use moment_gpu::testing::{assert_close, gpu, run_cpu, run_cpu_and_gpu, Rng, Tolerance};
-use moment_gpu::Graph;
+use moment_gpu::{Device, Graph, Outputs, Result, TensorId};
 
 /// f32 accumulation over C_in·k ≤ 768 products of O(1) values; GPU and CPU sum in different
-/// orders (taps outer vs channels outer), so allow a few ulps of the partial sums.
-const TOL: Tolerance = Tolerance::new(2e-5, 1e-5);
+/// orders (taps outer vs channels outer), so allow a few ulps of the partial sums. Also the
+/// masked convolution's (same kernel).
+pub(super) const TOL: Tolerance = Tolerance::new(2e-5, 1e-5);
 
 /// CPU twin (f32) vs an f64 loop: the same rounding argument as TOL, one order of magnitude
 /// below it in size of the sums used.
-const F64_TOL: Tolerance = Tolerance::new(1e-5, 1e-5);
+pub(super) const F64_TOL: Tolerance = Tolerance::new(1e-5, 1e-5);
 
-fn act_named(g: &mut Graph, name: &str) -> Act {
+pub(super) fn act_named(g: &mut Graph, name: &str) -> Act {
     match name {
         "relu" => Act::Relu,
         "prelu" => Act::Prelu(g.constant(vec![0.2f32].into(), &[1]).unwrap()),
@@ -80,33 +81,55 @@ fn conv1d_matches_cpu() {
     let Some(gpu) = gpu() else { return };
     let mut rng = Rng::new(11);
     for (n, &(b, l, ci, co, k, stride)) in SHAPES.iter().enumerate() {
-        let lo = conv_out_len(l, k, stride);
-        let scale = 1.0 / ((ci * k) as f32).sqrt();
-        for (case, act_name) in ["none", "relu", "prelu", "sigmoid"].into_iter().enumerate() {
-            // Rotate the epilogue options over the shapes so each shape sees several.
-            let with_bias = (case + n) % 3 != 0;
-            let with_residual = (case + n) % 2 == 0;
-            let x = rng.vec(b * l * ci, -1.0, 1.0);
-            let w = rng.vec(co * ci * k, -scale, scale);
-            let bias = rng.vec(co, -1.0, 1.0);
-            let residual = rng.vec(b * lo * co, -1.0, 1.0);
-            let build = |g: &mut Graph| {
-                let xi = g.input("x", &[b, l, ci]);
-                let wi = g.constant(w.clone().into(), &[co, ci, k]).unwrap();
-                let bi = with_bias.then(|| g.constant(bias.clone().into(), &[co]).unwrap());
-                let ri = with_residual.then(|| g.input("r", &[b, lo, co]));
-                let act = act_named(g, act_name);
-                let y = conv1d_strided(g, xi, wi, bi, stride, ri, act).unwrap();
-                assert_eq!(g.shape(y), [b, lo, co]);
-                g.output("y", y);
-            };
-            let (cpu, gpu_out) = run_cpu_and_gpu(&gpu, build, &[("x", &x), ("r", &residual)]);
-            let what = format!(
-                "conv1d B{b} L{l} {ci}->{co} k{k} s{stride} {act_name} bias={with_bias} residual={with_residual}"
-            );
-            assert_close(&what, gpu_out.get("y"), cpu.get("y"), TOL);
-        }
+        let name = format!("conv1d B{b} L{l} {ci}->{co} k{k} s{stride}");
+        let case = [b, l, ci, co, k, conv_out_len(l, k, stride)];
+        dense_matches_cpu(&gpu, &mut rng, n, &name, case, &[], |g, x, w, bias, residual, act| {
+            conv1d_strided(g, x, w, bias, stride, residual, act).unwrap()
+        });
     }
+}
+
+/// GPU vs CPU of the dense op `conv(g, x, w, bias, residual, act)` for `case = [B, L, C_in,
+/// C_out, k, L_out]` (input `(B, L, C_in)`, weight `(C_out, C_in, k)`, output `(B, L_out,
+/// C_out)`), once per activation, the bias and residual rotated over the cases (`n` shifts the
+/// rotation). `inputs` are the op's further graph inputs. Returns each case's name and (CPU, GPU)
+/// outputs.
+pub(super) fn dense_matches_cpu(
+    gpu: &Device,
+    rng: &mut Rng,
+    n: usize,
+    name: &str,
+    [b, l, ci, co, k, lo]: [usize; 6],
+    inputs: &[(&str, &[f32])],
+    conv: impl Fn(&mut Graph, TensorId, TensorId, Option<TensorId>, Option<TensorId>, Act) -> TensorId,
+) -> Vec<(String, Outputs, Outputs)> {
+    let scale = 1.0 / ((ci * k) as f32).sqrt();
+    let mut cases = Vec::new();
+    for (case, act_name) in ["none", "relu", "prelu", "sigmoid"].into_iter().enumerate() {
+        // Rotate the epilogue options over the shapes so each shape sees several.
+        let with_bias = !(case + n).is_multiple_of(3);
+        let with_residual = (case + n).is_multiple_of(2);
+        let x = rng.vec(b * l * ci, -1.0, 1.0);
+        let w = rng.vec(co * ci * k, -scale, scale);
+        let bias = rng.vec(co, -1.0, 1.0);
+        let residual = rng.vec(b * lo * co, -1.0, 1.0);
+        let build = |g: &mut Graph| {
+            let xi = g.input("x", &[b, l, ci]);
+            let wi = g.constant(w.clone().into(), &[co, ci, k]).unwrap();
+            let bi = with_bias.then(|| g.constant(bias.clone().into(), &[co]).unwrap());
+            let ri = with_residual.then(|| g.input("r", &[b, lo, co]));
+            let act = act_named(g, act_name);
+            let y = conv(g, xi, wi, bi, ri, act);
+            assert_eq!(g.shape(y), [b, lo, co]);
+            g.output("y", y);
+        };
+        let inputs = [&[("x", &x[..]), ("r", &residual[..])], inputs].concat();
+        let (cpu, gpu_out) = run_cpu_and_gpu(gpu, build, &inputs);
+        let what = format!("{name} {act_name} bias={with_bias} residual={with_residual}");
+        assert_close(&what, gpu_out.get("y"), cpu.get("y"), TOL);
+        cases.push((what, cpu, gpu_out));
+    }
+    cases
 }
 
 /// (B, L, C_in, C_out, stride, upsample): the SG-DETR FPN forms (stride 2 on a multiple-of-4 L,
@@ -353,19 +376,10 @@ fn depthwise_separable_cpu_matches_f64_reference() {
 fn mismatched_shapes_are_graph_errors() {
     let mut g = Graph::new();
     let x = g.input("x", &[2, 5, 4]);
-    let w_bad_cin = g.constant(vec![0.0; 3 * 3 * 3].into(), &[3, 3, 3]).unwrap();
-    let w_even = g.constant(vec![0.0; 3 * 4 * 2].into(), &[3, 4, 2]).unwrap();
-    let w = g.constant(vec![0.0; 3 * 4 * 3].into(), &[3, 4, 3]).unwrap();
-    let bias_bad = g.constant(vec![0.0; 4].into(), &[4]).unwrap();
-    let res_bad = g.input("r", &[2, 5, 4]);
-    assert!(conv1d(&mut g, x, w_bad_cin, None, None, Act::None).is_err());
-    assert!(conv1d(&mut g, x, w_even, None, None, Act::None).is_err());
-    assert!(conv1d(&mut g, x, w, Some(bias_bad), None, Act::None).is_err());
-    assert!(conv1d(&mut g, x, w, None, Some(res_bad), Act::None).is_err());
+    let w = assert_dense_shape_errors(&mut g, |g, w, bias, residual| conv1d(g, x, w, bias, residual, Act::None));
     assert!(conv1d_strided(&mut g, x, w, None, 0, None, Act::None).is_err());
     let x2 = g.input("x2", &[5, 4]);
     assert!(conv1d(&mut g, x2, w, None, None, Act::None).is_err());
-    assert!(conv1d(&mut g, x, w, None, None, Act::None).is_ok());
     let dw = g.constant(vec![0.0; 12].into(), &[4, 1, 3]).unwrap();
     let pw = g.constant(vec![0.0; 24].into(), &[6, 4, 1]).unwrap();
     assert!(depthwise_separable(&mut g, x, w, pw, None, 1, 1, None, Act::None).is_err());
@@ -376,4 +390,25 @@ fn mismatched_shapes_are_graph_errors() {
     // Block weights whose channels differ from the input's cannot take the residual.
     let b3 = g.constant(vec![0.0; 3].into(), &[3]).unwrap();
     assert!(conv_bn_block(&mut g, x, w, b3, w, b3).is_err());
+}
+
+/// The shape errors of a dense op `conv(g, w, bias, residual)` on an input `(2, 5, 4)`: a weight
+/// of another C_in or an even k, a bias or residual of another size. Returns a valid weight
+/// `(3, 4, 3)`.
+pub(super) fn assert_dense_shape_errors(
+    g: &mut Graph,
+    conv: impl Fn(&mut Graph, TensorId, Option<TensorId>, Option<TensorId>) -> Result<TensorId>,
+) -> TensorId {
+    let w_bad_cin = g.constant(vec![0.0; 3 * 3 * 3].into(), &[3, 3, 3]).unwrap();
+    let w_even = g.constant(vec![0.0; 3 * 4 * 2].into(), &[3, 4, 2]).unwrap();
+    let w = g.constant(vec![0.0; 3 * 4 * 3].into(), &[3, 4, 3]).unwrap();
+    let bias_bad = g.constant(vec![0.0; 4].into(), &[4]).unwrap();
+    let res_bad = g.input("r", &[2, 5, 4]);
+    assert!(conv(g, w_bad_cin, None, None).is_err());
+    assert!(conv(g, w_even, None, None).is_err());
+    assert!(conv(g, w, Some(bias_bad), None).is_err());
+    assert!(conv(g, w, None, Some(res_bad)).is_err());
+    let y = conv(g, w, None, None).unwrap();
+    assert_eq!(g.shape(y), [2, 5, 3]);
+    w
 }

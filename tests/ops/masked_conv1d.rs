@@ -2,32 +2,17 @@
 //! CPU twin, the CPU twin vs an f64 convolution of each sample's valid clips written here, and
 //! the masked block on a padded batch vs the unmasked `conv_bn_block` on every sample alone.
 
+use super::conv1d::{assert_dense_shape_errors, dense_matches_cpu, F64_TOL};
 use moment_gpu::ops::conv1d::conv_bn_block;
 use moment_gpu::ops::masked_conv1d::{masked_conv1d, masked_conv_bn_block};
 use moment_gpu::ops::Act;
-use moment_gpu::testing::{assert_close, gpu, padding_mask, run_cpu, run_cpu_and_gpu, Rng, Tolerance};
+use moment_gpu::testing::{assert_close, gpu, padding_mask, run_cpu, Rng, Tolerance};
 use moment_gpu::Graph;
-
-/// Same kernel structure and sums (C_in·k ≤ 768 products of O(1) values) as the unmasked conv1d:
-/// GPU and CPU sum in different orders, so allow a few ulps of the partial sums (its TOL).
-const TOL: Tolerance = Tolerance::new(2e-5, 1e-5);
-
-/// CPU twin (f32) vs an f64 loop over sums of ≤ 7·5 products: well below TOL.
-const F64_TOL: Tolerance = Tolerance::new(1e-5, 1e-5);
 
 /// Masked block (padded batch) vs the unmasked block on the sample alone: the same kernel
 /// arithmetic on the same values, only the padded rows are skipped, so the results agree to the
 /// last bits (GPU: both run the same tiles in the same order; CPU: identical loops).
 const SAME_SUMS: Tolerance = Tolerance::new(1e-6, 1e-6);
-
-fn act_named(g: &mut Graph, name: &str) -> Act {
-    match name {
-        "relu" => Act::Relu,
-        "prelu" => Act::Prelu(g.constant(vec![0.2f32].into(), &[1]).unwrap()),
-        "sigmoid" => Act::Sigmoid,
-        _ => Act::None,
-    }
-}
 
 /// (valid clips per sample, L, C_in, C_out, k): size 1, a fully padded sample, odd sizes and
 /// sizes off the 32 × 32 tile and the 16-wide channel step, B > 1, the LD-DETR block shape
@@ -48,37 +33,30 @@ fn masked_conv1d_matches_cpu() {
     let mut rng = Rng::new(21);
     for (n, &(valid, l, ci, co, k)) in SHAPES.iter().enumerate() {
         let b = valid.len();
-        let scale = 1.0 / ((ci * k) as f32).sqrt();
+        // Padded rows of x hold garbage: the kernel must never read them.
         let mask = padding_mask(valid, l);
-        for (case, act_name) in ["none", "relu", "prelu", "sigmoid"].into_iter().enumerate() {
-            let with_bias = (case + n) % 3 != 0;
-            let with_residual = (case + n) % 2 == 0;
-            // Padded rows hold garbage: the kernel must never read them.
-            let x = rng.vec(b * l * ci, -1.0, 1.0);
-            let w = rng.vec(co * ci * k, -scale, scale);
-            let bias = rng.vec(co, -1.0, 1.0);
-            let residual = rng.vec(b * l * co, -1.0, 1.0);
-            let build = |g: &mut Graph| {
-                let xi = g.input("x", &[b, l, ci]);
+        let name = format!("masked_conv1d valid {valid:?} L{l} {ci}->{co} k{k}");
+        let cases = dense_matches_cpu(
+            &gpu,
+            &mut rng,
+            n,
+            &name,
+            [b, l, ci, co, k, l],
+            &[("mask", &mask)],
+            |g, x, w, bias, residual, act| {
                 let mi = g.input("mask", &[b, l]);
-                let wi = g.constant(w.clone().into(), &[co, ci, k]).unwrap();
-                let bi = with_bias.then(|| g.constant(bias.clone().into(), &[co]).unwrap());
-                let ri = with_residual.then(|| g.input("r", &[b, l, co]));
-                let act = act_named(g, act_name);
-                let y = masked_conv1d(g, xi, mi, wi, bi, ri, act).unwrap();
-                assert_eq!(g.shape(y), [b, l, co]);
-                g.output("y", y);
-            };
-            let (cpu, gpu_out) = run_cpu_and_gpu(&gpu, build, &[("x", &x), ("mask", &mask), ("r", &residual)]);
-            let what = format!(
-                "masked_conv1d valid {valid:?} L{l} {ci}->{co} k{k} {act_name} bias={with_bias} residual={with_residual}"
-            );
-            assert_close(&what, gpu_out.get("y"), cpu.get("y"), TOL);
+                masked_conv1d(g, x, mi, w, bias, residual, act).unwrap()
+            },
+        );
+        for (what, cpu, gpu_out) in cases {
             // Padded rows (and every row of a fully padded sample) are exactly 0 on both.
             for (bb, &v) in valid.iter().enumerate() {
-                let pad = &gpu_out.get("y")[(bb * l + v) * co..(bb + 1) * l * co];
-                assert!(pad.iter().all(|&y| y == 0.0), "{what}: sample {bb} padded rows not 0");
-                assert!(cpu.get("y")[(bb * l + v) * co..(bb + 1) * l * co].iter().all(|&y| y == 0.0));
+                let pad = (bb * l + v) * co..(bb + 1) * l * co;
+                assert!(
+                    gpu_out.get("y")[pad.clone()].iter().all(|&y| y == 0.0),
+                    "{what}: sample {bb} padded rows not 0"
+                );
+                assert!(cpu.get("y")[pad].iter().all(|&y| y == 0.0));
             }
         }
     }
@@ -202,19 +180,11 @@ fn mismatched_shapes_are_graph_errors() {
     let mut g = Graph::new();
     let x = g.input("x", &[2, 5, 4]);
     let mask = g.input("mask", &[2, 5]);
+    let w = assert_dense_shape_errors(&mut g, |g, w, bias, residual| {
+        masked_conv1d(g, x, mask, w, bias, residual, Act::Relu)
+    });
     let mask_bad = g.input("mask_bad", &[2, 4]);
-    let w = g.constant(vec![0.0; 3 * 4 * 3].into(), &[3, 4, 3]).unwrap();
-    let w_even = g.constant(vec![0.0; 3 * 4 * 2].into(), &[3, 4, 2]).unwrap();
-    let w_bad_cin = g.constant(vec![0.0; 3 * 3 * 3].into(), &[3, 3, 3]).unwrap();
-    let bias_bad = g.constant(vec![0.0; 4].into(), &[4]).unwrap();
-    let res_bad = g.input("r", &[2, 5, 4]);
     assert!(masked_conv1d(&mut g, x, mask_bad, w, None, None, Act::None).is_err());
-    assert!(masked_conv1d(&mut g, x, mask, w_even, None, None, Act::None).is_err());
-    assert!(masked_conv1d(&mut g, x, mask, w_bad_cin, None, None, Act::None).is_err());
-    assert!(masked_conv1d(&mut g, x, mask, w, Some(bias_bad), None, Act::None).is_err());
-    assert!(masked_conv1d(&mut g, x, mask, w, None, Some(res_bad), Act::None).is_err());
-    let y = masked_conv1d(&mut g, x, mask, w, None, None, Act::Relu).unwrap();
-    assert_eq!(g.shape(y), [2, 5, 3]);
     // Block weights whose channels differ from the input's cannot take the residual.
     let b3 = g.constant(vec![0.0; 3].into(), &[3]).unwrap();
     assert!(masked_conv_bn_block(&mut g, x, mask, w, b3, w, b3).is_err());
