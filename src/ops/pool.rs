@@ -161,7 +161,7 @@ impl Shared {
             }
             std::hint::spin_loop();
             spins += 1;
-            if spins % 1024 == 0 && start.elapsed() > SPIN {
+            if spins.is_multiple_of(1024) && start.elapsed() > SPIN {
                 break;
             }
         }
