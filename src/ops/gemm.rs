@@ -254,7 +254,8 @@ unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
     let tiles = rows.len().div_ceil(MR);
     let (base_rows, extra_rows) = (rows.len() / tiles.max(1), rows.len() % tiles.max(1));
     // Lines of the next run: one per panel row (PANEL floats = 64 bytes). Tile `r` at step
-    // `kk` prefetches line `(r·k + kk) >> shift`, which covers them all once spread.
+    // `kk` prefetches line `(r·k + kk) >> shift`, which covers them all once spread. Tall
+    // blocks reuse each run long enough for the hardware prefetcher: none there.
     let shift = (tiles / NP).max(1).ilog2();
     let mut p = panels.start;
     while p < panels.end {
@@ -262,7 +263,7 @@ unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
         let next_np = NP.min(panels.end.saturating_sub(p + np));
         let ahead = Prefetch {
             lines: b.data[(p + np).min(b.n.div_ceil(PANEL)) * b.k * PANEL..].as_ptr(),
-            count: next_np * b.k,
+            count: if tiles > PREFETCH_MAX_TILES { 0 } else { next_np * b.k },
             first: 0,
             shift,
         };
@@ -307,6 +308,9 @@ impl Prefetch {
         }
     }
 }
+
+/// Blocks of more micro-tiles than this do not prefetch the next run of panels.
+const PREFETCH_MAX_TILES: usize = 8;
 
 /// Steps of the dot product a short tile asks for its lines of `b` ahead.
 const L1_AHEAD: usize = 24;
@@ -411,7 +415,9 @@ unsafe fn chunk<const MR: usize, const NP: usize, const FUSED: bool>(
     // not depend on how many rows share its tile (a padded batch equals its single runs).
     let mut part = [[[0.0f32; PANEL]; NP]; MR];
     for kk in ks {
-        ahead.at(kk);
+        if ahead.count > 0 {
+            ahead.at(kk);
+        }
         if MR * NP <= 4 {
             // Few rows reuse each line of `b` too little to hide its trip from L2: ask for it
             // early, into L1.
