@@ -87,7 +87,19 @@ impl Plan {
         self.slot_bytes.iter().sum::<usize>() + inputs
     }
 
+    /// Bytes of the distinct constants: a weight several nodes share (a decoder head applied
+    /// after every layer) is held once.
     pub fn const_bytes(&self, graph: &Graph) -> usize {
-        graph.tensors.iter().filter(|t| matches!(t.source, Source::Const(_))).map(|t| padded_bytes(t.numel())).sum()
+        let mut seen = std::collections::HashSet::new();
+        graph
+            .tensors
+            .iter()
+            .filter_map(|t| match &t.source {
+                Source::Const(data) => Some(data),
+                _ => None,
+            })
+            .filter(|data| seen.insert(data.as_ptr() as usize))
+            .map(|data| padded_bytes(data.len()))
+            .sum()
     }
 }

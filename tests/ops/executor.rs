@@ -120,15 +120,17 @@ fn cpu_backends_run_the_same_graph() {
 }
 
 /// A chain of 6 linears: with liveness planning only two activation slots are needed, so the
-/// peak is far below the sum of all intermediates.
+/// peak is far below the sum of all intermediates; the weight they share (six graph constants
+/// of one `Arc`, as a model's shared head) counts once.
 #[test]
 fn plan_reuses_buffers() {
     let mut g = Graph::new();
     let d = 64;
     let x = g.input("x", &[8, d]);
-    let w = g.constant(vec![0.01; d * d].into(), &[d, d]).unwrap();
+    let shared: std::sync::Arc<[f32]> = vec![0.01; d * d].into();
     let mut h = x;
     for _ in 0..6 {
+        let w = g.constant(shared.clone(), &[d, d]).unwrap();
         h = linear(&mut g, h, w, None, Act::Relu).unwrap();
     }
     g.output("h", h);
