@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::f32::consts::TAU;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::graph::{Graph, TensorId};
@@ -92,13 +93,16 @@ pub fn vsl_context_query(
 /// different input shapes take the same `Arc`s, so each weight is uploaded once per device.
 pub(crate) struct Params {
     tensors: HashMap<String, Tensor>,
+    /// Slices of `nn.MultiheadAttention`'s packed in_proj, made on first use: a graph reads two
+    /// of the five (see [`Params::c`]), so making all of them would triple that weight's memory.
+    in_proj_slices: Mutex<HashMap<String, Tensor>>,
     path: std::path::PathBuf,
 }
 
 impl Params {
     pub fn new(weights: &Weights) -> Self {
         let tensors = weights.keys().map(|k| (k.to_string(), weights.get_any(k).unwrap().clone())).collect();
-        Params { tensors, path: weights.path.clone() }
+        Params { tensors, in_proj_slices: Mutex::default(), path: weights.path.clone() }
     }
 
     pub fn get(&self, key: &str) -> Result<&Tensor> {
@@ -113,28 +117,44 @@ impl Params {
         self.tensors.insert(key, tensor);
     }
 
-    /// The constant `key` in graph `g`, optionally viewed under another shape.
+    /// The constant `key` in graph `g`. `<prefix>.in_proj_{weight,bias}#{q,k,v,qk,kv}` is that
+    /// slice of `nn.MultiheadAttention`'s packed `[W_q; W_k; W_v]` (`in_proj_weight (3d, d)`):
+    /// self-attention reads `#qk` and `#v` (q and k share an input), cross-attention `#q` and
+    /// `#kv`. Slices are made once, so every graph shares them.
     pub fn c(&self, g: &mut Graph, key: &str) -> Result<TensorId> {
-        let t = self.get(key)?;
-        g.constant(t.data.clone(), &t.shape)
+        let t = match self.tensors.get(key) {
+            Some(t) => t.clone(),
+            None => self.in_proj_slice(key)?,
+        };
+        g.constant(t.data, &t.shape)
     }
 
-    /// `nn.MultiheadAttention` packs `[W_q; W_k; W_v]` in `in_proj_weight (3d, d)`: keep the
-    /// slices the graph uses — `#q`, `#k`, `#v`, and the fused pairs `#qk` (self-attention: q and
-    /// k read the same input) and `#kv` (cross-attention: k and v read the same input).
-    pub fn split_in_proj(&mut self, prefix: &str) -> Result<()> {
-        let w = self.get(&format!("{prefix}.in_proj_weight"))?.clone();
-        let b = self.get(&format!("{prefix}.in_proj_bias"))?.clone();
-        let d = w.shape[1];
-        for (name, rows) in [("q", 0..d), ("k", d..2 * d), ("v", 2 * d..3 * d), ("qk", 0..2 * d), ("kv", d..3 * d)] {
-            let n = rows.len();
-            self.insert(
-                format!("{prefix}.in_proj_weight#{name}"),
-                Tensor::new(vec![n, d], w.data[rows.start * d..rows.end * d].to_vec()),
-            );
-            self.insert(format!("{prefix}.in_proj_bias#{name}"), Tensor::new(vec![n], b.data[rows].to_vec()));
+    fn in_proj_slice(&self, key: &str) -> Result<Tensor> {
+        let Some((packed, slice)) =
+            key.split_once('#').filter(|(k, _)| k.ends_with(".in_proj_weight") || k.ends_with(".in_proj_bias"))
+        else {
+            return self.get(key).cloned();
+        };
+        let mut made = self.in_proj_slices.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = made.get(key) {
+            return Ok(t.clone());
         }
-        Ok(())
+        let w = self.get(packed)?;
+        let d = w.shape[0] / 3;
+        let rows = match slice {
+            "q" => 0..d,
+            "k" => d..2 * d,
+            "v" => 2 * d..3 * d,
+            "qk" => 0..2 * d,
+            "kv" => d..3 * d,
+            _ => return self.get(key).cloned(),
+        };
+        let cols: usize = w.shape[1..].iter().product();
+        let mut shape = w.shape.clone();
+        shape[0] = rows.len();
+        let t = Tensor::new(shape, w.data[rows.start * cols..rows.end * cols].to_vec());
+        made.insert(key.to_string(), t.clone());
+        Ok(t)
     }
 
     /// A kernel-size-1 `Conv1d` weight `(out, in, 1)` as the `Linear` weight `(out, in)` it is.
@@ -224,7 +244,6 @@ pub fn prelu(g: &mut Graph, p: &Params, prefix: &str) -> Result<Act> {
 
 /// `nn.MultiheadAttention` self-attention: q = k from `qk_in` (content + position), v from
 /// `v_in`; keys masked by `key_mask`; output projection with the residual `residual` fused.
-/// Needs [`Params::split_in_proj`] for `prefix`.
 #[allow(clippy::too_many_arguments)]
 pub fn self_attention(
     g: &mut Graph,

@@ -164,15 +164,6 @@ impl LdDetr {
             ));
         }
         let mut params = Params::new(&weights.filtered(|k| !training_only(k)));
-        for (stack, layers) in [
-            ("t2v_encoder", cfg.t2v_layers),
-            ("transformer_encoder1", cfg.enc1_layers),
-            ("transformer_encoder2", cfg.enc2_layers),
-        ] {
-            for i in 0..layers {
-                params.split_in_proj(&format!("convolutional_fuser.{stack}.layers.{i}.self_attn"))?;
-            }
-        }
         params.conv1x1_as_linear(&format!("{V2T}.cqa_linear.weight"))?;
         params.conv1x1_as_linear(&format!("{V2T}.conv1d.weight"))?;
         // (d, 1) projection vectors used as (1, d) Linear weights.

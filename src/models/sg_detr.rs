@@ -513,9 +513,6 @@ impl SgDetr {
         let expected = expected_keys(&cfg, video_width, query_width);
         weights.check(&expected)?;
         let mut params = Params::new(weights);
-        for i in 0..cfg.enc_layers {
-            params.split_in_proj(&format!("det_encoder.encoder.layers.{i}.self_attn"))?;
-        }
         let emb = params.get("modality_embeddings.weight")?.clone();
         for (row, name) in [(0, "text"), (1, "video")] {
             let data = emb.data[row * cfg.d..(row + 1) * cfg.d].to_vec();

@@ -84,10 +84,6 @@ impl TrDetr {
 
         weights.check(&expected_keys(&cfg, video_width, query_width))?;
         let mut params = Params::new(weights);
-        for i in 0..cfg.enc_layers {
-            params.split_in_proj(&format!("transformer.t2v_encoder.layers.{i}.self_attn"))?;
-            params.split_in_proj(&format!("transformer.encoder.layers.{i}.self_attn"))?;
-        }
         params.conv1x1_as_linear("fuser.cq_attention.cqa_linear.conv1d.weight")?;
         params.conv1x1_as_linear("fuser.cq_concat.conv1d.conv1d.weight")?;
         // (d, 1) projection vectors used as (1, d) Linear weights.

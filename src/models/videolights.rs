@@ -185,9 +185,6 @@ impl VideoLights {
         let d = cfg.hidden;
         let mut params = Params::new(weights);
         for i in 0..cfg.bicmf_layers {
-            for j in 1..=3 {
-                params.split_in_proj(&format!("transformer.t2v_encoder.layers.{i}.cross_attn_{j}"))?;
-            }
             // Bi-CMF's output is `norm4(f + dropout(f))` = LN(2f) in eval: doubling the last
             // Linear is exact in float (a power of two), so `linear5#doubled` gives 2f directly.
             let pre = format!("transformer.t2v_encoder.layers.{i}.linear5");
@@ -196,9 +193,6 @@ impl VideoLights {
                 let doubled: Vec<f32> = t.data.iter().map(|x| 2.0 * x).collect();
                 params.insert(format!("{pre}#doubled.{part}"), Tensor::new(t.shape.clone(), doubled));
             }
-        }
-        for i in 0..cfg.enc_layers {
-            params.split_in_proj(&format!("transformer.encoder.layers.{i}.self_attn"))?;
         }
         for stream in ["input_vid_proj", "input_txt_proj"] {
             for k in 0..cfg.n_input_proj {
