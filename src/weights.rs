@@ -4,10 +4,13 @@
 //! counters and pointers such as BatchNorm's `num_batches_tracked`; exact up to 2^24); every
 //! problem names the file and the key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -35,46 +38,66 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Reads and checks a whole safetensors file.
+    /// Reads and checks a safetensors file. The header is parsed first, then each tensor is read
+    /// straight into its f32 array: the file's bytes are never held whole beside the weights
+    /// (which would double the load's peak memory).
     pub fn load(path: impl AsRef<Path>) -> Result<Weights> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Weights::from_bytes(path, &bytes)
+        let io = |e| Error::io(path, e);
+        let bad = |reason: String| Error::BadWeightsFile { path: path.to_path_buf(), reason };
+        let mut file = File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut prefix = vec![0u8; file_len.min(LFS_POINTER.len() as u64) as usize];
+        file.read_exact(&mut prefix).map_err(io)?;
+        if prefix.starts_with(LFS_POINTER) {
+            return Err(bad(LFS_REASON.into()));
+        }
+        if file_len < 8 {
+            return Err(bad(format!("{file_len} bytes: too short for a safetensors header")));
+        }
+        let n = u64::from_le_bytes(prefix[..8].try_into().unwrap());
+        if n > MAX_HEADER || 8 + n > file_len {
+            return Err(bad(format!("header length {n} does not fit the file's {file_len} bytes")));
+        }
+        let mut header = vec![0u8; n as usize];
+        file.seek(SeekFrom::Start(8)).and_then(|_| file.read_exact(&mut header)).map_err(io)?;
+        let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("bad header: {e}")))?;
+        let data_start = 8 + n;
+        if data_start + metadata.data_len() as u64 != file_len {
+            return Err(bad(format!(
+                "the header describes {} bytes of tensors, the file holds {} (truncated or not safetensors)",
+                metadata.data_len(),
+                file_len - data_start
+            )));
+        }
+        let mut raw = Vec::new();
+        let mut tensors = BTreeMap::new();
+        for key in metadata.offset_keys() {
+            let info = metadata.info(&key).expect("offset_keys lists the header's tensors");
+            let (from, to) = info.data_offsets;
+            raw.resize(to - from, 0);
+            file.seek(SeekFrom::Start(data_start + from as u64)).and_then(|_| file.read_exact(&mut raw)).map_err(io)?;
+            let tensor = to_f32(path, &key, info.dtype, info.shape.clone(), &raw)?;
+            tensors.insert(key, tensor);
+        }
+        let config = config_of(path, metadata.metadata())?;
+        Ok(Weights { path: path.to_path_buf(), tensors, config })
     }
 
     /// Parses safetensors bytes; `path` is only used to name the file in errors.
     pub fn from_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Weights> {
         let path = path.as_ref().to_path_buf();
         let bad = |reason: String| Error::BadWeightsFile { path: path.clone(), reason };
-        if bytes.starts_with(b"version https://git-lfs") {
-            return Err(bad("this is a Git LFS pointer, not the weights: fetch the real file (git lfs pull)".into()));
+        if bytes.starts_with(LFS_POINTER) {
+            return Err(bad(LFS_REASON.into()));
         }
         let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("{e}")))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{e}")))?;
-        let config = match metadata.metadata().as_ref().and_then(|m| m.get("config")) {
-            Some(text) => serde_json::from_str(text).map_err(|e| Error::Config {
-                path: path.clone(),
-                reason: format!("metadata `config` is not valid JSON: {e}"),
-            })?,
-            None => serde_json::Value::Null,
-        };
+        let config = config_of(&path, metadata.metadata())?;
         let mut tensors = BTreeMap::new();
         for (key, view) in st.tensors() {
-            let raw = view.data();
-            let data: Vec<f32> = match view.dtype() {
-                Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                // Buffers some checkpoints keep in double precision (SG-DETR's ATSS anchors).
-                Dtype::F64 => raw
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-                    .collect(),
-                Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-                Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
-                other => return Err(Error::UnsupportedDtype { path: path.clone(), key, dtype: format!("{other:?}") }),
-            };
-            tensors.insert(key, Tensor::new(view.shape().to_vec(), data));
+            let tensor = to_f32(&path, &key, view.dtype(), view.shape().to_vec(), view.data())?;
+            tensors.insert(key, tensor);
         }
         Ok(Weights { path, tensors, config })
     }
@@ -155,4 +178,45 @@ impl Weights {
             format!(" (the file has {})", similar.join(", "))
         }
     }
+}
+
+/// How a Git LFS pointer file (checked in instead of the weights) begins.
+const LFS_POINTER: &[u8] = b"version https://git-lfs";
+const LFS_REASON: &str = "this is a Git LFS pointer, not the weights: fetch the real file (git lfs pull)";
+/// The safetensors format's bound on the JSON header.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// The model config from the metadata's `config` entry (`null` when absent).
+fn config_of(path: &Path, metadata: &Option<HashMap<String, String>>) -> Result<serde_json::Value> {
+    match metadata.as_ref().and_then(|m| m.get("config")) {
+        Some(text) => serde_json::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: format!("metadata `config` is not valid JSON: {e}"),
+        }),
+        None => Ok(serde_json::Value::Null),
+    }
+}
+
+/// Tensor `key` from its little-endian bytes, converted to f32.
+fn to_f32(path: &Path, key: &str, dtype: Dtype, shape: Vec<usize>, raw: &[u8]) -> Result<Tensor> {
+    let data: Vec<f32> = match dtype {
+        Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        // Buffers some checkpoints keep in double precision (SG-DETR's ATSS anchors).
+        Dtype::F64 => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+        Dtype::I32 => raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap()) as f32).collect(),
+        other => {
+            return Err(Error::UnsupportedDtype {
+                path: path.to_path_buf(),
+                key: key.into(),
+                dtype: format!("{other:?}"),
+            })
+        }
+    };
+    Ok(Tensor::new(shape, data))
 }

@@ -79,6 +79,46 @@ fn truncated_file_is_a_typed_error() {
     }
 }
 
+/// `load` reads the header, then each tensor straight from the file: it gives what
+/// `from_bytes` gives, and a cut file, a bad header or an LFS pointer is a typed error naming
+/// the file.
+#[test]
+fn loading_from_a_file_matches_from_bytes_and_rejects_bad_files() {
+    let dir = std::env::temp_dir().join(format!("moment-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = sample();
+    let path = dir.join("sample.safetensors");
+    std::fs::write(&path, &bytes).unwrap();
+    let (loaded, parsed) = (Weights::load(&path).unwrap(), Weights::from_bytes("x", &bytes).unwrap());
+    assert_eq!(loaded.keys().collect::<Vec<_>>(), parsed.keys().collect::<Vec<_>>());
+    for key in parsed.keys() {
+        let (a, b) = (loaded.get_any(key).unwrap(), parsed.get_any(key).unwrap());
+        assert_eq!((&a.shape, &a.data[..]), (&b.shape, &b.data[..]), "{key}");
+    }
+    assert_eq!(loaded.config(), parsed.config());
+
+    let mut garbage = bytes.clone();
+    garbage[9] = b'!';
+    let lfs = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 33000000\n".to_vec();
+    let mut cases: Vec<(String, Vec<u8>)> = [0, 4, 8, 20, bytes.len() / 2, bytes.len() - 1]
+        .iter()
+        .map(|&cut| (format!("cut{cut}"), bytes[..cut].to_vec()))
+        .collect();
+    cases.push(("garbage".into(), garbage));
+    cases.push(("lfs".into(), lfs));
+    for (name, content) in cases {
+        let path = dir.join(format!("{name}.safetensors"));
+        std::fs::write(&path, &content).unwrap();
+        let err = Weights::load(&path).unwrap_err();
+        assert!(matches!(err, Error::BadWeightsFile { .. }), "{name}: {err}");
+        assert!(err.to_string().contains(&format!("{name}.safetensors")), "{name}: {err}");
+        if name == "lfs" {
+            assert!(err.to_string().contains("Git LFS pointer"), "{err}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn garbage_header_and_lfs_pointer_are_typed_errors() {
     let mut bytes = sample();
