@@ -58,6 +58,9 @@ impl Matmul {
     }
 }
 
+/// Below this many multiply-adds a product of two activations stays on one thread.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
 impl Kernel for Matmul {
     fn label(&self) -> &'static str {
         "matmul"
@@ -129,11 +132,12 @@ impl Kernel for Matmul {
             }
             return;
         }
-        for b in 0..self.batch {
-            let out = &mut c[b * m * n..(b + 1) * m * n];
+        // Products of two activations (attention-like maps in the VSLNet blocks): one sample
+        // per task.
+        let product = |b: usize, out: &mut [f32]| {
             if k == 0 {
                 out.fill(0.0);
-                continue;
+                return;
             }
             // SAFETY: every element the strides address lies inside its slice: the graph builder
             // checked the operand shapes against (batch, m, k, n) and these strides.
@@ -155,6 +159,15 @@ impl Kernel for Matmul {
                     1,
                 );
             }
+        };
+        let c = &mut c[..self.batch * m * n];
+        if c.is_empty() {
+            return;
+        }
+        if self.batch * m * n * k >= PARALLEL_MIN_MACS {
+            super::pool::for_each_chunk(c, m * n, product);
+        } else {
+            c.chunks_exact_mut(m * n).enumerate().for_each(|(b, out)| product(b, out));
         }
         let slope = slope.first().copied().unwrap_or(0.0);
         if self.has_bias || self.act != 0 || self.has_residual {
