@@ -31,7 +31,7 @@ fn row_block(k: usize) -> usize {
 const K_CHUNK: usize = 256;
 
 /// Below this many multiply-adds a product runs on one thread (fork/join costs more)...
-const PARALLEL_MIN_MACS: usize = 1 << 18;
+pub(super) const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// ...unless `b` has this many values: a product of few rows is bound by reading `b`, and
 /// two cores read it twice as fast (the GRU's one-row step).
@@ -415,9 +415,7 @@ unsafe fn chunk<const MR: usize, const NP: usize, const FUSED: bool>(
     // not depend on how many rows share its tile (a padded batch equals its single runs).
     let mut part = [[[0.0f32; PANEL]; NP]; MR];
     for kk in ks {
-        if ahead.count > 0 {
-            ahead.at(kk);
-        }
+        ahead.at(kk);
         if MR * NP <= 4 {
             // Few rows reuse each line of `b` too little to hide its trip from L2: ask for it
             // early, into L1.

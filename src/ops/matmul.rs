@@ -58,9 +58,6 @@ impl Matmul {
     }
 }
 
-/// Below this many multiply-adds a product of two activations stays on one thread.
-const PARALLEL_MIN_MACS: usize = 1 << 18;
-
 impl Kernel for Matmul {
     fn label(&self) -> &'static str {
         "matmul"
@@ -164,7 +161,7 @@ impl Kernel for Matmul {
         if c.is_empty() {
             return;
         }
-        if self.batch * m * n * k >= PARALLEL_MIN_MACS {
+        if self.batch * m * n * k >= gemm::PARALLEL_MIN_MACS {
             super::pool::for_each_chunk(c, m * n, product);
         } else {
             c.chunks_exact_mut(m * n).enumerate().for_each(|(b, out)| product(b, out));

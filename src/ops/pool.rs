@@ -29,7 +29,8 @@ pub fn for_each(tasks: usize, f: impl Fn(usize) + Sync) {
     let pool = pool();
     let guard = if tasks > 1 && pool.threads > 1 && !IN_TASK.get() { pool.submit.try_lock().ok() } else { None };
     let Some(_guard) = guard else {
-        return run_marked(|| (0..tasks).for_each(&f));
+        // Serially, unmarked: a single task still lets a `for_each` inside it use the pool.
+        return (0..tasks).for_each(&f);
     };
     let shared = &pool.shared;
     let job: &(dyn Fn(usize) + Sync) = &f;
