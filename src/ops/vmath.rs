@@ -288,27 +288,29 @@ mod tests {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
     }
 
-    /// Every build this CPU can run.
-    fn builds() -> Vec<(&'static str, unsafe fn(&mut [f32]))> {
-        let mut builds: Vec<(&'static str, unsafe fn(&mut [f32]))> = vec![("portable", exp_portable)];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("fma") {
-                builds.push(("AVX2+FMA", avx2::exp));
+    /// Every build of function `$f` this CPU can run (`$portable` is its portable build).
+    macro_rules! builds {
+        ($f:ident, $portable:expr, $ty:ty) => {{
+            let mut builds: Vec<(&'static str, $ty)> = vec![("portable", $portable)];
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx2") && has!("fma") {
+                    builds.push(("AVX2+FMA", avx2::$f));
+                }
+                if has!("avx512f") && has!("fma") {
+                    builds.push(("AVX-512", avx512::$f));
+                }
             }
-            if has!("avx512f") && has!("fma") {
-                builds.push(("AVX-512", avx512::exp));
-            }
-        }
-        builds
+            builds
+        }};
     }
 
     #[test]
     fn exp_is_within_two_ulp_over_the_range() {
         let mut xs: Vec<f32> = (0..200_001).map(|i| -87.0 + 175.0 * i as f32 / 200_000.0).collect();
         xs.extend([0.0, -0.0, 1e-8, -1e-8, 0.5, -0.5, 88.0]);
-        for (build, exp) in builds() {
+        for (build, exp) in builds!(exp, exp_portable, unsafe fn(&mut [f32])) {
             let mut ys = xs.clone();
             // SAFETY: only builds whose features were detected.
             unsafe { exp(&mut ys) };
@@ -358,18 +360,7 @@ mod tests {
     /// (zeros) and the factor, against f64.
     #[test]
     fn softmax_row_matches_f64_on_every_build() {
-        type Row = unsafe fn(&mut [f32], &[f32], f32, f32);
-        let mut builds: Vec<(&str, Row)> = vec![("portable", softmax_row_portable)];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("fma") {
-                builds.push(("AVX2+FMA", avx2::softmax_row));
-            }
-            if has!("avx512f") && has!("fma") {
-                builds.push(("AVX-512", avx512::softmax_row));
-            }
-        }
+        let builds = builds!(softmax_row, softmax_row_portable, unsafe fn(&mut [f32], &[f32], f32, f32));
         let mut rng = crate::testing::Rng::new(11);
         for len in [1, 5, 16, 17, 75, 100] {
             let scores = rng.vec(len, -20.0, 20.0);
