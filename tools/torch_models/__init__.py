@@ -2,7 +2,8 @@
 style of the official code (nn.Linear, nn.LayerNorm, nn.MultiheadAttention, ...), with the
 official state_dict keys. `tools/bench_pytorch.py` times them and checks them against
 moment-gpu; `tools/train_demo.py` trains the demo TR-DETR with `tr_detr`. `blocks.py` holds the
-modules several models share (DAB-DETR decoder, encoder layers, sine embeddings, ...).
+modules several models share (DAB-DETR decoder, encoder layers, sine embeddings, ...),
+`preprocessing.py` the loaders' shared feature arithmetic (L2 normalisation, TEF).
 
 Every model module provides:
 
@@ -43,7 +44,6 @@ def read_config(path):
 
 def load(path, device="cpu"):
     """(model name, model in eval mode on `device`, cfg) for a moment-gpu weights file."""
-    import torch
     from safetensors.torch import load_file
 
     cfg = read_config(path)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .preprocessing import l2_normalize, one_sample, tef
 from .blocks import (DABDecoder, EncoderLayer, Layers, T2VLayer, context_query_attention,
                      inverse_sigmoid, pooled_sentence, position_embedding_sine)
 
@@ -51,17 +52,6 @@ def TRAINING_ONLY(cfg):
 # preprocessing (spec §2; float32 like the official numpy dataset code)
 # ----------------------------------------------------------------------------------------------
 
-def _l2n(x):
-    """Row L2 normalisation with the official eps ADDED to the norm (x / (‖x‖ + 1e-5))."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + np.float32(1e-5))
-
-
-def _tef(n):
-    st = np.arange(n, dtype=np.float32) / np.float32(n)
-    return np.stack([st, st + np.float32(1.0 / n)], 1)
-
-
 def preprocess(cfg, videos, queries):
     """Raw sources of one sample → (video, video_mask, query, query_mask), batch dimension 1.
 
@@ -77,20 +67,19 @@ def preprocess(cfg, videos, queries):
     srcs = [np.asarray(v, dtype=np.float32)[:mv] for v in videos]
     audio = srcs.pop() if cfg.get("a_feat_dim") else None
     if not cfg.get("no_norm_vfeat", False):
-        srcs = [_l2n(s) for s in srcs]
-        audio = None if audio is None else _l2n(audio)
+        srcs = [l2_normalize(s) for s in srcs]
+        audio = None if audio is None else l2_normalize(audio)
     n = min(len(s) for s in srcs + ([audio] if audio is not None else []))
     parts = [s[:n] for s in srcs] if "video" in ctx else []
     if "tef" in ctx:
-        parts.append(_tef(n))
+        parts.append(tef(n))
     if audio is not None:
-        parts += [audio[:n]] + ([_tef(n)] if "tef" in ctx else [])
+        parts += [audio[:n]] + ([tef(n)] if "tef" in ctx else [])
     vid = np.concatenate(parts, 1)
     q = np.concatenate([np.asarray(s, dtype=np.float32) for s in queries], 1)[:mq]
     if not cfg.get("no_norm_tfeat", False):
-        q = _l2n(q)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]
-    return t(vid), torch.ones(1, len(vid)), t(q), torch.ones(1, len(q))
+        q = l2_normalize(q)
+    return one_sample(vid, q)
 
 
 # ----------------------------------------------------------------------------------------------

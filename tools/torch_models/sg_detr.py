@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .preprocessing import l2_normalize
 from .blocks import (Layers, ProjectedAttention, anchor_sine_embed, head_concat, inverse_sigmoid,
                      position_embedding_sine)
 
@@ -646,7 +647,7 @@ def preprocess(cfg, videos, queries):
         q = q[0]
     q = q[: c["data.dataset.max_query_length"]]
     if c["data.dataset.normalize_query"]:      # NumPy in the official loader; epsilon added to the norm
-        q = q / (np.linalg.norm(q, axis=-1, keepdims=True) + np.float32(1e-5))
+        q = l2_normalize(q)
     v = torch.from_numpy(np.asarray(videos[0], dtype=np.float32)[: c["data.dataset.max_video_length"]].copy())
     if c["data.dataset.normalize_video"]:      # torch in the official loader
         v = v / (torch.linalg.vector_norm(v, dim=-1, keepdim=True) + 1e-5)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .preprocessing import l2_normalize, one_sample, tef
 from .blocks import (DABDecoder, EncoderLayer, Layers, MLP, T2VLayer, TextPositionEmbedding,
                      context_query_attention, input_projection, inverse_sigmoid, pooled_sentence,
                      position_embedding_sine)
@@ -22,12 +23,6 @@ def TRAINING_ONLY(cfg):
     return ("txt_position_embed.",)
 
 
-def _l2n(x):
-    """Row L2 normalisation, the official eps ADDED to the norm (x / (‖x‖ + 1e-5)), float32."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + np.float32(1e-5))
-
-
 def preprocess(cfg, videos, queries):
     """Raw sources of one sample → (video, video_mask, query, query_mask), batch dimension 1
     (spec §2): each video source truncated to max_v_l and L2-normalised separately, all cut to
@@ -36,18 +31,16 @@ def preprocess(cfg, videos, queries):
     mq = cfg.get("max_q_l", 32)
     srcs = [np.asarray(v, dtype=np.float32)[:mv] for v in videos]
     if not cfg.get("no_norm_vfeat", False):
-        srcs = [_l2n(s) for s in srcs]
+        srcs = [l2_normalize(s) for s in srcs]
     n = min(len(s) for s in srcs)
     parts = [s[:n] for s in srcs]
     if "tef" in cfg.get("ctx_mode", "video_tef"):
-        st = np.arange(n, dtype=np.float32) / np.float32(n)
-        parts.append(np.stack([st, st + np.float32(1.0 / n)], 1))
+        parts.append(tef(n))
     vid = np.concatenate(parts, 1)
     q = np.concatenate([np.asarray(s, dtype=np.float32) for s in queries], 1)[:mq]
     if not cfg.get("no_norm_tfeat", False):
-        q = _l2n(q)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]
-    return t(vid), torch.ones(1, len(vid)), t(q), torch.ones(1, len(q))
+        q = l2_normalize(q)
+    return one_sample(vid, q)
 
 
 def build(cfg):

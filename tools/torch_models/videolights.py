@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .preprocessing import l2_normalize, one_sample, tef
 from .blocks import (DABDecoder, EncoderLayer, Layers, LinearLayer, MLP, TextPositionEmbedding,
                      input_projection, inverse_sigmoid, position_embedding_sine)
 
@@ -69,13 +70,6 @@ def build(cfg, official_batch_masks=False):
 # Pre-processing (spec §2)
 # ------------------------------------------------------------------------------------------------
 
-def _l2_normalize(x):
-    """Official loader: f / (||f|| + 1e-5) in float32, the epsilon ADDED to the norm (§2.1), not
-    clamped as F.normalize does, hence a local helper."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + np.float32(1e-5))
-
-
 def _merge_sources(sources, limit, normalise, what):
     """Truncate each source to `limit` rows, L2-normalise it on its own, cut all to the shortest
     source and concatenate along channels (§2.1 / §2.2)."""
@@ -83,7 +77,7 @@ def _merge_sources(sources, limit, normalise, what):
     if not parts:
         raise ValueError(f"videolights: no {what} feature sources")
     if normalise:
-        parts = [_l2_normalize(p) for p in parts]
+        parts = [l2_normalize(p) for p in parts]
     n = min(len(p) for p in parts)
     if n == 0:
         # A zero-token query makes the official forward exit(-1) (§2.2); an empty video is unusable.
@@ -96,13 +90,9 @@ def preprocess(cfg, videos, queries):
     normalise = not cfg.get("no_norm_vfeat", False)
     video, L = _merge_sources(videos, cfg.get("max_v_l", 75), normalise, "video")
     if _has_tef(cfg):
-        # TEF last: start = i / L, end = start + float32(1 / L) (the double 1/L rounded to float32).
-        start = np.arange(L, dtype=np.float32) / np.float32(L)
-        end = start + np.float32(1.0 / L)
-        video = np.concatenate([video, start[:, None], end[:, None]], axis=1)
-    query, N = _merge_sources(queries, cfg.get("max_q_l", 32), normalise, "query")
-    return (torch.from_numpy(video)[None], torch.ones(1, L),
-            torch.from_numpy(query)[None], torch.ones(1, N))
+        video = np.concatenate([video, tef(L)], axis=1)  # TEF last
+    query, _ = _merge_sources(queries, cfg.get("max_q_l", 32), normalise, "query")
+    return one_sample(video, query)
 
 
 # ------------------------------------------------------------------------------------------------
