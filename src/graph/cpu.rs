@@ -30,7 +30,7 @@ impl CpuPlan {
                         .inputs
                         .iter()
                         .map(|t| match t.map(|t| &graph.tensors[graph.root(t).0].source) {
-                            Some(Source::Const(data)) => Some(data),
+                            Some(Source::Const(data) | Source::Panels(data)) => Some(data),
                             _ => None,
                         })
                         .collect();
@@ -41,15 +41,23 @@ impl CpuPlan {
         CpuPlan { slot_of: plan.slot_of.clone(), slots, prepared, reference, profile: super::profiling_requested() }
     }
 
-    /// Bytes of the distinct packed weights this plan uses.
-    pub fn packed_bytes(&self) -> usize {
-        let mut seen = std::collections::HashSet::new();
+    /// Bytes of the distinct weights packed at plan time (copies beside the graph's constants;
+    /// weights the graph holds as panels already are not counted again).
+    pub fn packed_bytes(&self, graph: &Graph) -> usize {
+        let mut seen: std::collections::HashSet<usize> = graph
+            .tensors
+            .iter()
+            .filter_map(|t| match &t.source {
+                Source::Panels(data) => Some(data.as_ptr() as usize),
+                _ => None,
+            })
+            .collect();
         self.prepared
             .iter()
             .flatten()
-            .filter_map(|p| p.downcast_ref::<PackedB>().map(|b| (p, b)))
-            .filter(|(p, _)| seen.insert(std::sync::Arc::as_ptr(p) as *const () as usize))
-            .map(|(_, b)| b.bytes())
+            .filter_map(|p| p.downcast_ref::<PackedB>())
+            .filter(|b| seen.insert(b.data_ptr()))
+            .map(|b| b.bytes())
             .sum()
     }
 
@@ -74,7 +82,7 @@ impl CpuPlan {
                             let info = &graph.tensors[t.0];
                             match &info.source {
                                 Source::Input(_) => inputs[input_ids.iter().position(|i| i == t).unwrap()],
-                                Source::Const(data) => &data[..],
+                                Source::Const(data) | Source::Panels(data) => &data[..],
                                 Source::Node => &self.slots[self.slot_of[t.0].unwrap()][..numel],
                                 Source::Alias(_) => unreachable!("roots are never aliases"),
                             }

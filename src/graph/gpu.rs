@@ -182,6 +182,11 @@ impl GpuPlan {
                     Some(Arc::new(b))
                 }
                 Source::Const(data) => read_as_f32[i].then(|| consts.get(&gpu, data)),
+                Source::Panels(_) => {
+                    return Err(Error::Graph(
+                        "weight panels are the CPU backend's layout; build GPU graphs with Graph::for_device".into(),
+                    ))
+                }
                 Source::Node => plan.slot_of[i].map(|s| slots[s].clone()),
                 // Roots come before their aliases.
                 Source::Alias(root) => buffer_of[root.0].clone(),

@@ -29,6 +29,10 @@ pub(crate) enum Source {
     Input(String),
     /// Known at build time (weights, folded weights, tables); uploaded once per device.
     Const(Arc<[f32]>),
+    /// A `Linear` weight `(N, K)` held as the CPU GEMM's panels ([`crate::ops::gemm::linear_panels`]):
+    /// graphs for the CPU backend only, read by kernels that say so
+    /// ([`Kernel::reads_weight_panels`]).
+    Panels(Arc<[f32]>),
     /// Written by a node.
     Node,
     /// The same values as another tensor under another shape (a free reshape).
@@ -60,11 +64,39 @@ pub struct Graph {
     pub(crate) tensors: Vec<TensorInfo>,
     pub(crate) nodes: Vec<Node>,
     pub(crate) outputs: Vec<(String, TensorId)>,
+    weight_panels: bool,
 }
 
 impl Graph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A graph for `device`: on the CPU backend, model builders may give `Linear` weights as
+    /// the GEMM's panels ([`Graph::panels`]), so the weights are held once, packed.
+    pub fn for_device(device: &Device) -> Self {
+        Graph { weight_panels: matches!(device, Device::Cpu), ..Self::default() }
+    }
+
+    /// Whether `Linear` weights may be given as panels ([`Graph::for_device`] on the CPU).
+    pub fn takes_weight_panels(&self) -> bool {
+        self.weight_panels
+    }
+
+    /// A `Linear` weight of logical shape `(N, K)` given as its GEMM panels.
+    pub(crate) fn panels(&mut self, data: Arc<[f32]>, n: usize, k: usize) -> Result<TensorId> {
+        if !self.weight_panels {
+            return Err(Error::Graph("weight panels in a graph not built for the CPU backend".into()));
+        }
+        if data.len() != crate::ops::gemm::packed_len(k, n) {
+            return Err(Error::Graph(format!("panels of a ({n}, {k}) weight given {} values", data.len())));
+        }
+        Ok(self.add(vec![n, k], Source::Panels(data)))
+    }
+
+    /// Whether `t` is a weight held as panels.
+    pub(crate) fn is_panels(&self, t: TensorId) -> bool {
+        matches!(self.tensors[self.root(t).0].source, Source::Panels(_))
     }
 
     /// A tensor the caller fills before each forward.
@@ -210,7 +242,7 @@ impl Executable {
                 Backend::Cpu(_) => plan.const_bytes(&graph),
             },
             packed_weight_bytes: match &backend {
-                Backend::Cpu(p) => p.packed_bytes(),
+                Backend::Cpu(p) => p.packed_bytes(&graph),
                 Backend::Gpu(_) => 0,
             },
             ..Default::default()
@@ -300,6 +332,14 @@ impl Graph {
         for node in &self.nodes {
             if node.outputs.iter().any(|o| node.inputs.iter().flatten().any(|i| self.root(*i) == *o)) {
                 return Err(Error::Graph(format!("node `{}` reads its own output", node.kernel.label())));
+            }
+            for (i, t) in node.inputs.iter().enumerate() {
+                if t.is_some_and(|t| self.is_panels(t)) && !node.kernel.reads_weight_panels(i) {
+                    return Err(Error::Graph(format!(
+                        "node `{}` reads weight panels as a dense tensor",
+                        node.kernel.label()
+                    )));
+                }
             }
         }
         Ok(())

@@ -95,7 +95,7 @@ impl Plan {
             .tensors
             .iter()
             .filter_map(|t| match &t.source {
-                Source::Const(data) => Some(data),
+                Source::Const(data) | Source::Panels(data) => Some(data),
                 _ => None,
             })
             .filter(|data| seen.insert(data.as_ptr() as usize))

@@ -19,7 +19,7 @@ use crate::ops::moment_rows::moment_rows;
 use crate::ops::norm::layer_norm;
 use crate::ops::position::sine_embed_coords;
 use crate::ops::softmax::{softmax, MaskMode};
-use crate::ops::Act;
+use crate::ops::{gemm, Act};
 use crate::weights::{Tensor, Weights};
 
 /// LayerNorm epsilon of every official model.
@@ -76,7 +76,7 @@ pub fn vsl_context_query(
     let v_c2q = mul(g, v, c2q)?;
     let v_q2c = mul(g, v, q2c)?;
     let x = concat(g, &[v, c2q, v_c2q, v_q2c], 2)?;
-    let (w, bias) = (p.c(g, keys.cqa[0])?, p.c(g, keys.cqa[1])?);
+    let (w, bias) = (p.linear_weight(g, keys.cqa[0])?, p.c(g, keys.cqa[1])?);
     let x1 = linear(g, x, w, Some(bias), Act::None)?;
     let wp = p.c(g, keys.pool)?;
     let alpha = linear(g, t, wp, None, Act::None)?;
@@ -84,7 +84,7 @@ pub fn vsl_context_query(
     let alpha = softmax(g, alpha, Some(tmask), VSL_MASK, 1.0)?;
     let pooled = matmul(g, alpha, t, false)?; // (B, 1, d), broadcast to every clip by concat
     let x = concat(g, &[x1, pooled], 2)?;
-    let (w, bias) = (p.c(g, keys.out[0])?, p.c(g, keys.out[1])?);
+    let (w, bias) = (p.linear_weight(g, keys.out[0])?, p.c(g, keys.out[1])?);
     linear(g, x, w, Some(bias), Act::Relu)
 }
 
@@ -92,54 +92,98 @@ pub fn vsl_context_query(
 /// from them once at load (split or folded weights) under `<key>#<what>` names. Graphs built for
 /// different input shapes take the same `Arc`s, so each weight is uploaded once per device.
 pub(crate) struct Params {
-    tensors: HashMap<String, Tensor>,
-    /// Slices of `nn.MultiheadAttention`'s packed in_proj, made on first use: a graph reads two
-    /// of the five (see [`Params::c`]), so making all of them would triple that weight's memory.
-    in_proj_slices: Mutex<HashMap<String, Tensor>>,
+    store: Mutex<Store>,
     path: std::path::PathBuf,
+}
+
+#[derive(Default)]
+struct Store {
+    dense: HashMap<String, Tensor>,
+    /// `Linear` weights `(N, K)` moved to the CPU GEMM's panels by [`Params::linear_weight`]
+    /// (their dense copy is dropped, so a CPU model holds each weight once).
+    panels: HashMap<String, (usize, usize, Arc<[f32]>)>,
 }
 
 impl Params {
     pub fn new(weights: &Weights) -> Self {
-        let tensors = weights.keys().map(|k| (k.to_string(), weights.get_any(k).unwrap().clone())).collect();
-        Params { tensors, in_proj_slices: Mutex::default(), path: weights.path.clone() }
+        let dense = weights.keys().map(|k| (k.to_string(), weights.get_any(k).unwrap().clone())).collect();
+        Params { store: Mutex::new(Store { dense, panels: HashMap::new() }), path: weights.path.clone() }
     }
 
-    pub fn get(&self, key: &str) -> Result<&Tensor> {
-        self.tensors.get(key).ok_or_else(|| Error::MissingTensor {
-            path: self.path.clone(),
-            key: key.into(),
-            hint: String::new(),
-        })
+    /// The dense tensor `key` (made again from its panels if it was moved there).
+    pub fn get(&self, key: &str) -> Result<Tensor> {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        self.dense(&mut store, key, false)
     }
 
     pub fn insert(&mut self, key: String, tensor: Tensor) {
-        self.tensors.insert(key, tensor);
+        self.store.get_mut().unwrap_or_else(|e| e.into_inner()).dense.insert(key, tensor);
+    }
+
+    /// Forgets `key`: a weight whose folded form (`<key>#<what>`) replaces it in every graph,
+    /// so its values are not held twice.
+    pub fn remove(&mut self, key: &str) {
+        self.store.get_mut().unwrap_or_else(|e| e.into_inner()).dense.remove(key);
     }
 
     /// The constant `key` in graph `g`. `<prefix>.in_proj_{weight,bias}#{q,k,v,qk,kv}` is that
     /// slice of `nn.MultiheadAttention`'s packed `[W_q; W_k; W_v]` (`in_proj_weight (3d, d)`):
     /// self-attention reads `#qk` and `#v` (q and k share an input), cross-attention `#q` and
-    /// `#kv`. Slices are made once, so every graph shares them.
+    /// `#kv`. Slices are made on first use (a graph reads two of the five; making all of them
+    /// would triple that weight's memory), then shared by every graph.
     pub fn c(&self, g: &mut Graph, key: &str) -> Result<TensorId> {
-        let t = match self.tensors.get(key) {
-            Some(t) => t.clone(),
-            None => self.in_proj_slice(key)?,
-        };
+        let t = self.get(key)?;
         g.constant(t.data, &t.shape)
     }
 
-    fn in_proj_slice(&self, key: &str) -> Result<Tensor> {
+    /// The `Linear` weight `key` `(N, K)` for [`linear`]: [`Params::c`], except in graphs for
+    /// the CPU backend, which read it as the GEMM's panels. The first such use packs it and
+    /// drops the dense copy; later graphs share the panels.
+    pub fn linear_weight(&self, g: &mut Graph, key: &str) -> Result<TensorId> {
+        if !g.takes_weight_panels() {
+            return self.c(g, key);
+        }
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        if !store.panels.contains_key(key) {
+            let w = self.dense(&mut store, key, true)?;
+            let &[n, k] = &w.shape[..] else {
+                // Not a Linear weight: left dense, for `linear` to report.
+                store.dense.insert(key.to_string(), w.clone());
+                drop(store);
+                return g.constant(w.data, &w.shape);
+            };
+            store.panels.insert(key.to_string(), (n, k, gemm::linear_panels(&w.data, n, k)));
+        }
+        let (n, k, data) = store.panels[key].clone();
+        g.panels(data, n, k)
+    }
+
+    /// The dense tensor `key`: stored, made from its panels, or an in_proj slice. `take` moves
+    /// it out of the store (it is about to be held as panels).
+    fn dense(&self, store: &mut Store, key: &str, take: bool) -> Result<Tensor> {
+        let found = if take { store.dense.remove(key) } else { store.dense.get(key).cloned() };
+        if let Some(t) = found {
+            return Ok(t);
+        }
+        let made = if let Some((n, k, data)) = store.panels.get(key) {
+            Tensor::new(vec![*n, *k], gemm::linear_from_panels(data, *n, *k))
+        } else {
+            self.in_proj_slice(store, key)?
+        };
+        if !take {
+            store.dense.insert(key.to_string(), made.clone());
+        }
+        Ok(made)
+    }
+
+    fn in_proj_slice(&self, store: &mut Store, key: &str) -> Result<Tensor> {
+        let missing = || Error::MissingTensor { path: self.path.clone(), key: key.into(), hint: String::new() };
         let Some((packed, slice)) =
             key.split_once('#').filter(|(k, _)| k.ends_with(".in_proj_weight") || k.ends_with(".in_proj_bias"))
         else {
-            return self.get(key).cloned();
+            return Err(missing());
         };
-        let mut made = self.in_proj_slices.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = made.get(key) {
-            return Ok(t.clone());
-        }
-        let w = self.get(packed)?;
+        let w = self.dense(store, packed, false)?;
         let d = w.shape[0] / 3;
         let rows = match slice {
             "q" => 0..d,
@@ -147,19 +191,19 @@ impl Params {
             "v" => 2 * d..3 * d,
             "qk" => 0..2 * d,
             "kv" => d..3 * d,
-            _ => return self.get(key).cloned(),
+            _ => return Err(missing()),
         };
         let cols: usize = w.shape[1..].iter().product();
         let mut shape = w.shape.clone();
         shape[0] = rows.len();
-        let t = Tensor::new(shape, w.data[rows.start * cols..rows.end * cols].to_vec());
-        made.insert(key.to_string(), t.clone());
-        Ok(t)
+        Ok(Tensor::new(shape, w.data[rows.start * cols..rows.end * cols].to_vec()))
     }
 
-    /// A kernel-size-1 `Conv1d` weight `(out, in, 1)` as the `Linear` weight `(out, in)` it is.
+    /// A kernel-size-1 `Conv1d` weight `(out, in, 1)` as the `Linear` weight `(out, in)` it is,
+    /// under `<key>#linear`; the conv-shaped key is dropped (graphs read only the Linear), so
+    /// moving the Linear to panels frees its values.
     pub fn conv1x1_as_linear(&mut self, key: &str) -> Result<()> {
-        let w = self.get(key)?.clone();
+        let w = self.get(key)?;
         let [o, i, 1] = w.shape[..] else {
             return Err(Error::TensorShape {
                 path: self.path.clone(),
@@ -168,7 +212,9 @@ impl Params {
                 found: w.shape.clone(),
             });
         };
-        self.insert(format!("{key}#linear"), Tensor { shape: vec![o, i], data: w.data });
+        let store = self.store.get_mut().unwrap_or_else(|e| e.into_inner());
+        store.dense.remove(key);
+        store.dense.insert(format!("{key}#linear"), Tensor { shape: vec![o, i], data: w.data });
         Ok(())
     }
 
@@ -189,7 +235,7 @@ impl Params {
 
 /// `Linear` by official prefix (`<prefix>.weight`, `<prefix>.bias`), with a fused activation.
 pub fn dense(g: &mut Graph, p: &Params, x: TensorId, prefix: &str, act: Act) -> Result<TensorId> {
-    let w = p.c(g, &format!("{prefix}.weight"))?;
+    let w = p.linear_weight(g, &format!("{prefix}.weight"))?;
     let b = p.c(g, &format!("{prefix}.bias"))?;
     linear(g, x, w, Some(b), act)
 }
@@ -203,7 +249,7 @@ pub fn dense_residual(
     act: Act,
     residual: TensorId,
 ) -> Result<TensorId> {
-    let w = p.c(g, &format!("{prefix}.weight"))?;
+    let w = p.linear_weight(g, &format!("{prefix}.weight"))?;
     let b = p.c(g, &format!("{prefix}.bias"))?;
     linear_residual(g, x, w, Some(b), act, Some(residual))
 }
@@ -256,10 +302,10 @@ pub fn self_attention(
     residual: TensorId,
 ) -> Result<TensorId> {
     let d = *g.shape(v_in).last().unwrap();
-    let wqk = p.c(g, &format!("{prefix}.in_proj_weight#qk"))?;
+    let wqk = p.linear_weight(g, &format!("{prefix}.in_proj_weight#qk"))?;
     let bqk = p.c(g, &format!("{prefix}.in_proj_bias#qk"))?;
     let qk = linear(g, qk_in, wqk, Some(bqk), Act::None)?;
-    let wv = p.c(g, &format!("{prefix}.in_proj_weight#v"))?;
+    let wv = p.linear_weight(g, &format!("{prefix}.in_proj_weight#v"))?;
     let bv = p.c(g, &format!("{prefix}.in_proj_bias#v"))?;
     let v = linear(g, v_in, wv, Some(bv), Act::None)?;
     let scale = ((d / heads) as f32).powf(-0.5);
@@ -281,10 +327,10 @@ pub fn cross_attention(
     residual: TensorId,
 ) -> Result<TensorId> {
     let d = *g.shape(q_in).last().unwrap();
-    let wq = p.c(g, &format!("{prefix}.in_proj_weight#q"))?;
+    let wq = p.linear_weight(g, &format!("{prefix}.in_proj_weight#q"))?;
     let bq = p.c(g, &format!("{prefix}.in_proj_bias#q"))?;
     let q = linear(g, q_in, wq, Some(bq), Act::None)?;
-    let wkv = p.c(g, &format!("{prefix}.in_proj_weight#kv"))?;
+    let wkv = p.linear_weight(g, &format!("{prefix}.in_proj_weight#kv"))?;
     let bkv = p.c(g, &format!("{prefix}.in_proj_bias#kv"))?;
     let kv = linear(g, kv_in, wkv, Some(bkv), Act::None)?;
     let scale = ((d / heads) as f32).powf(-0.5);
@@ -550,4 +596,97 @@ pub fn gru_highlight_head(
     let bias = p.c(g, &format!("{saliency}.bias#sum"))?;
     let s = linear(g, m3, w, Some(bias), Act::None)?;
     g.reshape(s, &[b, l])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Device;
+    use crate::graph::{ConstCache, Executable};
+    use crate::testing::Rng;
+    use safetensors::tensor::TensorView;
+
+    fn weights(tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Weights {
+        let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| bytemuck::cast_slice(v).to_vec()).collect();
+        let views: Vec<(&str, TensorView)> = tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((k, s, _), b)| (*k, TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+            .collect();
+        Weights::from_bytes("test.safetensors", &safetensors::serialize(views, None).unwrap()).unwrap()
+    }
+
+    /// On the CPU backend a Linear weight is packed on first use and its dense copy dropped;
+    /// later graphs share the panels, the result matches the dense product computed in f64,
+    /// and the dense values come back exactly when asked for. Other graphs get it dense.
+    #[test]
+    fn cpu_graphs_hold_linear_weights_once_as_panels() {
+        let mut rng = Rng::new(11);
+        let (m, k, n, d) = (3, 7, 20, 8);
+        let (x, w, b) = (rng.vec(m * k, -1.0, 1.0), rng.vec(n * k, -1.0, 1.0), rng.vec(n, -1.0, 1.0));
+        let in_proj = rng.vec(3 * d * d, -1.0, 1.0);
+        let p = Params::new(&weights(&[
+            ("lin.weight", vec![n, k], w.clone()),
+            ("lin.bias", vec![n], b.clone()),
+            ("attn.in_proj_weight", vec![3 * d, d], in_proj.clone()),
+        ]));
+        let build = |g: &mut Graph| {
+            let xt = g.input("x", &[m, k]);
+            let wt = p.linear_weight(g, "lin.weight").unwrap();
+            let bt = p.c(g, "lin.bias").unwrap();
+            let y = linear(g, xt, wt, Some(bt), Act::None).unwrap();
+            g.output("y", y);
+            wt
+        };
+        let mut first = Graph::for_device(&Device::Cpu);
+        let wt = build(&mut first);
+        assert!(first.is_panels(wt));
+        assert!(!p.store.lock().unwrap().dense.contains_key("lin.weight"), "the dense copy is dropped");
+        let mut second = Graph::for_device(&Device::Cpu);
+        let wt2 = build(&mut second);
+        let ptr = |g: &Graph, t: TensorId| match &g.tensors[t.0].source {
+            crate::graph::Source::Panels(data) => data.as_ptr(),
+            other => panic!("not panels: {other:?}"),
+        };
+        assert_eq!(ptr(&first, wt), ptr(&second, wt2), "graphs share one packed copy");
+
+        let want: Vec<f64> = (0..m * n)
+            .map(|i| {
+                let (r, j) = (i / n, i % n);
+                b[j] as f64 + (0..k).map(|kk| x[r * k + kk] as f64 * w[j * k + kk] as f64).sum::<f64>()
+            })
+            .collect();
+        let fast = Executable::new(first, &Device::Cpu, &ConstCache::new()).unwrap().run(&[("x", &x)]).unwrap();
+        let twin = Executable::new_cpu_reference(second).unwrap().run(&[("x", &x)]).unwrap();
+        for (what, out) in [("CPU backend", &fast), ("reference twin", &twin)] {
+            for (got, want) in out.get("y").iter().zip(&want) {
+                assert!((*got as f64 - want).abs() < 1e-5, "{what}: {got} vs {want}");
+            }
+        }
+        assert_eq!(&p.get("lin.weight").unwrap().data[..], &w[..], "dense values made back exactly");
+
+        let mut dense_graph = Graph::new();
+        let wd = p.linear_weight(&mut dense_graph, "lin.weight").unwrap();
+        assert!(!dense_graph.is_panels(wd));
+
+        // An in_proj slice is packed on its own; the packed in_proj stays for the other slices.
+        let mut g = Graph::for_device(&Device::Cpu);
+        let qk = p.linear_weight(&mut g, "attn.in_proj_weight#qk").unwrap();
+        assert!(g.is_panels(qk) && g.shape(qk) == [2 * d, d]);
+        assert_eq!(&p.get("attn.in_proj_weight#v").unwrap().data[..], &in_proj[2 * d * d..]);
+        assert_eq!(&p.get("attn.in_proj_weight#qk").unwrap().data[..], &in_proj[..2 * d * d]);
+    }
+
+    /// A kernel that does not read panels never gets them: planning names the node.
+    #[test]
+    fn panels_read_as_a_dense_operand_are_a_graph_error() {
+        let p = Params::new(&weights(&[("lin.weight", vec![4, 3], vec![0.5; 12])]));
+        let mut g = Graph::for_device(&Device::Cpu);
+        let x = g.input("x", &[2, 3]);
+        let w = p.linear_weight(&mut g, "lin.weight").unwrap();
+        let y = matmul(&mut g, x, w, true).unwrap();
+        g.output("y", y);
+        let err = Executable::new(g, &Device::Cpu, &ConstCache::new()).err().expect("a graph error");
+        assert!(err.to_string().contains("reads weight panels"), "{err}");
+    }
 }

@@ -190,6 +190,7 @@ impl LdDetr {
                 )?;
                 params.insert(format!("{conv}.weight#bn"), Tensor::new(w.shape.clone(), wf));
                 params.insert(format!("{conv}.bias#bn"), Tensor::new(vec![b.len()], bf));
+                params.remove(&format!("{conv}.weight"));
             }
         }
         params.fold_channel_sum(&format!("{HD_HEAD}.saliency_proj"), 1.0 / (cfg.hidden as f64).sqrt())?;

@@ -318,7 +318,7 @@ impl Model {
         let index = match plans.iter().position(|(s, _)| *s == shape) {
             Some(i) => i,
             None => {
-                let mut g = Graph::new();
+                let mut g = Graph::for_device(&self.device);
                 self.arch.build(&mut g, shape.0, shape.1, shape.2)?;
                 let exe = Executable::new(g, &self.device, &self.consts)?;
                 if plans.len() == MAX_PLANS {

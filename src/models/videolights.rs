@@ -192,6 +192,7 @@ impl VideoLights {
                 let t = params.get(&format!("{pre}.{part}"))?.clone();
                 let doubled: Vec<f32> = t.data.iter().map(|x| 2.0 * x).collect();
                 params.insert(format!("{pre}#doubled.{part}"), Tensor::new(t.shape.clone(), doubled));
+                params.remove(&format!("{pre}.{part}"));
             }
         }
         for stream in ["input_vid_proj", "input_txt_proj"] {
@@ -235,7 +236,7 @@ impl VideoLights {
         let mut x = x;
         for k in 0..n {
             x = norm(g, p, x, &format!("{prefix}.{k}.LayerNorm"))?;
-            let w = p.c(g, &format!("{prefix}.{k}.net.1.conv1d.weight#linear"))?;
+            let w = p.linear_weight(g, &format!("{prefix}.{k}.net.1.conv1d.weight#linear"))?;
             let b = p.c(g, &format!("{prefix}.{k}.net.1.conv1d.bias"))?;
             x = linear(g, x, w, Some(b), if k + 1 < n { Act::Relu } else { Act::None })?;
         }
@@ -274,7 +275,7 @@ impl VideoLights {
         let sim_feat = mul(g, sim, sim_w)?; // (B, L, d)
         let correlation = p.c(g, &format!("{fra}.correlation#row"))?; // (1, 1, d), every clip
         let x = concat(g, &[v, sim_feat, sentence, correlation], 2)?; // sentence broadcast over clips
-        let w = p.c(g, &format!("{fra}.mixer.conv1d.weight#linear"))?;
+        let w = p.linear_weight(g, &format!("{fra}.mixer.conv1d.weight#linear"))?;
         let bias = p.c(g, &format!("{fra}.mixer.conv1d.bias"))?;
         linear(g, x, w, Some(bias), Act::Relu)
     }
@@ -294,7 +295,7 @@ impl VideoLights {
         let p = &self.params;
         let d = self.cfg.hidden;
         let proj = |g: &mut Graph, x: TensorId, which: &str| -> Result<TensorId> {
-            let w = p.c(g, &format!("{prefix}.in_proj_weight#{which}"))?;
+            let w = p.linear_weight(g, &format!("{prefix}.in_proj_weight#{which}"))?;
             let b = p.c(g, &format!("{prefix}.in_proj_bias#{which}"))?;
             linear(g, x, w, Some(b), Act::None)
         };

@@ -10,7 +10,7 @@
 //! residual) is applied while the tile is still in cache. Tiles are spread over the CPU
 //! backend's [`pool`]; small products stay on the calling thread.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use super::{activate, pool, SharedOut};
 
@@ -38,10 +38,10 @@ pub(super) const PARALLEL_MIN_MACS: usize = 1 << 18;
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 17;
 
 /// The right operand `b (K, N)`, packed: panel `p` holds columns `p·PANEL ..` as K rows of
-/// `PANEL` values (zero-padded past N). Owns its panels (weights packed at plan time) or
-/// borrows them (activations packed per call into scratch, as attention's keys and values).
+/// `PANEL` values (zero-padded past N). Shares its panels (weights, packed once) or borrows
+/// them (activations packed per call into scratch, as attention's keys and values).
 #[derive(Debug)]
-pub struct PackedB<D = Vec<f32>> {
+pub struct PackedB<D = Arc<[f32]>> {
     k: usize,
     n: usize,
     data: D,
@@ -123,6 +123,11 @@ impl<D: AsRef<[f32]>> PackedB<D> {
         self.data.as_ref().len() * 4
     }
 
+    /// Where the panels lie (tells shared panels apart).
+    pub fn data_ptr(&self) -> usize {
+        self.data.as_ref().as_ptr() as usize
+    }
+
     fn view(&self) -> PackedB<&[f32]> {
         PackedB { k: self.k, n: self.n, data: self.data.as_ref() }
     }
@@ -138,8 +143,32 @@ impl PackedB {
     pub fn from_fn(k: usize, n: usize, value: impl Fn(usize, usize) -> f32) -> Self {
         let mut data = vec![0.0f32; packed_len(k, n)];
         fill_panels(&mut data, k, n, value);
+        PackedB { k, n, data: data.into() }
+    }
+
+    /// Panels already packed by [`linear_panels`], shared rather than copied.
+    pub fn from_panels(data: Arc<[f32]>, k: usize, n: usize) -> Self {
+        assert_eq!(data.len(), packed_len(k, n), "panels of a ({k}, {n}) operand");
         PackedB { k, n, data }
     }
+}
+
+/// A PyTorch `Linear` weight `w (N, K)` as the panels of `b = wᵀ`: how the CPU backend holds
+/// its weights (in place of the checkpoint layout, not beside it).
+pub fn linear_panels(w: &[f32], n: usize, k: usize) -> Arc<[f32]> {
+    PackedB::pack(w, k, n, 1, k).data
+}
+
+/// The `Linear` weight `w (N, K)` back from [`linear_panels`] (exact: packing only moves values).
+pub fn linear_from_panels(panels: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut w = vec![0.0f32; n * k];
+    for (j, row) in w.chunks_exact_mut(k.max(1)).enumerate().take(n) {
+        let panel = &panels[(j / PANEL) * k * PANEL..];
+        for (kk, v) in row.iter_mut().enumerate() {
+            *v = panel[kk * PANEL + j % PANEL];
+        }
+    }
+    w
 }
 
 /// What is applied to each output value: `act(x + bias[col]) + residual[row, col]` (matmul),
@@ -581,6 +610,18 @@ mod tests {
         let mut buf = vec![f32::NAN; packed_len(k, n)];
         let cols = PackedB::pack_columns_into(&mut buf, k, n, |j| &bt[j * k..(j + 1) * k]);
         assert_eq!(cols.data, &want.data[..]);
+    }
+
+    /// A Linear weight survives the trip to panels and back exactly, ragged last panel included.
+    #[test]
+    fn linear_panels_round_trip() {
+        let mut rng = Rng::new(6);
+        for (n, k) in [(1, 1), (16, 3), (37, 5), (64, 9)] {
+            let w = rng.vec(n * k, -1.0, 1.0);
+            let panels = linear_panels(&w, n, k);
+            assert_eq!(panels.len(), packed_len(k, n));
+            assert_eq!(linear_from_panels(&panels, n, k), w, "({n}, {k})");
+        }
     }
 
     /// Every micro-kernel build this CPU can run.

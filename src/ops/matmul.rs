@@ -48,6 +48,8 @@ pub struct Matmul {
     has_bias: bool,
     act: u32,
     has_residual: bool,
+    /// `w` is a `Linear` weight held as the CPU GEMM's panels (graphs for the CPU backend).
+    w_panels: bool,
 }
 
 impl Matmul {
@@ -92,9 +94,16 @@ impl Kernel for Matmul {
     fn workgroups(&self) -> [u32; 3] {
         [self.n.div_ceil(TILE) as u32, self.m.div_ceil(TILE) as u32, self.batch as u32]
     }
+    fn reads_weight_panels(&self, input: usize) -> bool {
+        self.w_panels && input == 1
+    }
+
     /// A constant right operand shared by the batch (every Linear) is packed once for the
-    /// CPU GEMM.
+    /// CPU GEMM; a weight held as panels already is.
     fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
+        if self.w_panels {
+            return Some(Arc::new(PackedB::from_panels(consts[1]?.clone(), self.k, self.n)) as Prepared);
+        }
         let [_, wk, wn] = self.w_strides;
         let shared = self.batch == 1 || self.w_strides[0] == 0;
         match consts[1] {
@@ -183,6 +192,13 @@ impl Kernel for Matmul {
     }
 
     fn cpu(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) {
+        if self.w_panels {
+            // The twin stays simple: the weight back in its `(N, K)` layout.
+            let w = gemm::linear_from_panels(inputs[1], self.n, self.k);
+            let mut dense = inputs.to_vec();
+            dense[1] = &w;
+            return Matmul { w_panels: false, ..self.clone() }.cpu(&dense, outputs);
+        }
         let (a, w, bias, slope, residual) = (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4]);
         let c = &mut outputs[0];
         let [ab, am, ak] = self.a_strides;
@@ -277,7 +293,8 @@ fn check_epilogue(
     Ok(())
 }
 
-/// PyTorch `Linear`: `x (…, K) · wᵀ + bias` with `w` stored `(N, K)`, then `act`.
+/// PyTorch `Linear`: `x (…, K) · wᵀ + bias` with `w` stored `(N, K)` (or held as the CPU
+/// GEMM's panels, [`Graph::panels`]), then `act`.
 pub fn linear(g: &mut Graph, x: TensorId, w: TensorId, bias: Option<TensorId>, act: Act) -> Result<TensorId> {
     linear_residual(g, x, w, bias, act, None)
 }
@@ -313,6 +330,7 @@ pub fn linear_residual(
         has_bias: bias.is_some(),
         act: act.code(),
         has_residual: residual.is_some(),
+        w_panels: g.is_panels(w),
     };
     Ok(push(g, op, x, w, bias, act, residual, out))
 }
@@ -347,6 +365,7 @@ pub fn matmul(g: &mut Graph, a: TensorId, b: TensorId, transpose_b: bool) -> Res
         has_bias: false,
         act: 0,
         has_residual: false,
+        w_panels: false,
     };
     let out = if as_.len() == 2 { vec![m, n] } else { vec![ba, m, n] };
     Ok(push(g, op, a, b, None, Act::None, None, out))

@@ -116,6 +116,12 @@ pub trait Kernel: Debug + Send + Sync {
         None
     }
 
+    /// Whether input `i` is a `Linear` weight this node reads as the CPU GEMM's panels
+    /// ([`crate::graph::Graph::panels`]).
+    fn reads_weight_panels(&self, _input: usize) -> bool {
+        false
+    }
+
     /// What the CPU backend prepares once at plan time from this node's constant inputs
     /// (`consts[i]` is input `i` when it is a constant), e.g. a GEMM's packed weights. Handed
     /// back to every [`Kernel::cpu_fast`] call.
