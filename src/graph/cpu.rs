@@ -4,7 +4,7 @@
 use super::plan::Plan;
 use super::{ConstCache, Graph, Outputs, RunCounters, Source};
 use crate::ops::gemm::PackedB;
-use crate::ops::Prepared;
+use crate::ops::{Const, Prepared};
 
 pub(crate) struct CpuPlan {
     slot_of: Vec<Option<usize>>,
@@ -26,11 +26,12 @@ impl CpuPlan {
                 .nodes
                 .iter()
                 .map(|node| {
-                    let values: Vec<Option<&std::sync::Arc<[f32]>>> = node
+                    let values: Vec<Option<Const>> = node
                         .inputs
                         .iter()
                         .map(|t| match t.map(|t| &graph.tensors[graph.root(t).0].source) {
-                            Some(Source::Const(data) | Source::Panels(data)) => Some(data),
+                            Some(Source::Const(data)) => Some(Const::Dense(data)),
+                            Some(Source::Panels(panels)) => Some(Const::Panels(panels)),
                             _ => None,
                         })
                         .collect();
@@ -48,7 +49,7 @@ impl CpuPlan {
             .tensors
             .iter()
             .filter_map(|t| match &t.source {
-                Source::Panels(data) => Some(data.as_ptr() as usize),
+                Source::Panels(panels) => Some(panels.as_ptr() as usize),
                 _ => None,
             })
             .collect();
@@ -82,7 +83,8 @@ impl CpuPlan {
                             let info = &graph.tensors[t.0];
                             match &info.source {
                                 Source::Input(_) => inputs[input_ids.iter().position(|i| i == t).unwrap()],
-                                Source::Const(data) | Source::Panels(data) => &data[..],
+                                Source::Const(data) => &data[..],
+                                Source::Panels(panels) => panels.as_ref(),
                                 Source::Node => &self.slots[self.slot_of[t.0].unwrap()][..numel],
                                 Source::Alias(_) => unreachable!("roots are never aliases"),
                             }

@@ -32,7 +32,7 @@ pub(crate) enum Source {
     /// A `Linear` weight `(N, K)` held as the CPU GEMM's panels ([`crate::ops::gemm::linear_panels`]):
     /// graphs for the CPU backend only, read by kernels that say so
     /// ([`Kernel::reads_weight_panels`]).
-    Panels(Arc<[f32]>),
+    Panels(crate::ops::gemm::Panels),
     /// Written by a node.
     Node,
     /// The same values as another tensor under another shape (a free reshape).
@@ -84,12 +84,12 @@ impl Graph {
     }
 
     /// A `Linear` weight of logical shape `(N, K)` given as its GEMM panels.
-    pub(crate) fn panels(&mut self, data: Arc<[f32]>, n: usize, k: usize) -> Result<TensorId> {
+    pub(crate) fn panels(&mut self, data: crate::ops::gemm::Panels, n: usize, k: usize) -> Result<TensorId> {
         if !self.weight_panels {
             return Err(Error::Graph("weight panels in a graph not built for the CPU backend".into()));
         }
-        if data.len() != crate::ops::gemm::packed_len(k, n) {
-            return Err(Error::Graph(format!("panels of a ({n}, {k}) weight given {} values", data.len())));
+        if data.as_ref().len() != crate::ops::gemm::packed_len(k, n) {
+            return Err(Error::Graph(format!("panels of a ({n}, {k}) weight given {} values", data.as_ref().len())));
         }
         Ok(self.add(vec![n, k], Source::Panels(data)))
     }

@@ -95,7 +95,8 @@ impl Plan {
             .tensors
             .iter()
             .filter_map(|t| match &t.source {
-                Source::Const(data) | Source::Panels(data) => Some(data),
+                Source::Const(data) => Some(&data[..]),
+                Source::Panels(panels) => Some(panels.as_ref()),
                 _ => None,
             })
             .filter(|data| seen.insert(data.as_ptr() as usize))

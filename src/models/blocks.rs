@@ -101,7 +101,7 @@ struct Store {
     dense: HashMap<String, Tensor>,
     /// `Linear` weights `(N, K)` moved to the CPU GEMM's panels by [`Params::linear_weight`]
     /// (their dense copy is dropped, so a CPU model holds each weight once).
-    panels: HashMap<String, (usize, usize, Arc<[f32]>)>,
+    panels: HashMap<String, (usize, usize, gemm::Panels)>,
 }
 
 impl Params {
@@ -166,7 +166,7 @@ impl Params {
             return Ok(t);
         }
         let made = if let Some((n, k, data)) = store.panels.get(key) {
-            Tensor::new(vec![*n, *k], gemm::linear_from_panels(data, *n, *k))
+            Tensor::new(vec![*n, *k], gemm::linear_from_panels(data.as_ref(), *n, *k))
         } else {
             self.in_proj_slice(store, key)?
         };

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::gemm::{self, Epilogue, PackedB};
-use super::{activate, Act, Kernel, Params, Prepared, Shader};
+use super::{activate, Act, Const, Kernel, Params, Prepared, Shader};
 use crate::error::{Error, Result};
 use crate::graph::{ConstCache, Graph, TensorId};
 
@@ -166,8 +166,8 @@ impl Kernel for Conv1d {
     }
     /// A dense stride-1 convolution with constant weights runs as GEMMs (see [`conv_by_gemm`]);
     /// a separable one as its depthwise taps then one pointwise GEMM.
-    fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
-        let w = consts[1]?;
+    fn cpu_prepare(&self, consts: &[Option<Const>], cache: &ConstCache) -> Option<Prepared> {
+        let w = consts[1]?.dense()?;
         let (c_in, c_out) = (self.c_in, self.c_out);
         if self.separable {
             let pack = |w: &[f32]| PackedB::pack(w, c_in, c_out, 1, c_in);

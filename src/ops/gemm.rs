@@ -37,11 +37,41 @@ pub(super) const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// two cores read it twice as fast (the GRU's one-row step).
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 17;
 
+/// One panel row: [`PANEL`] values on a cache line of their own. Panels are built of these so
+/// that no vector load straddles two lines (a 16-byte offset, as `malloc` gives, doubled the
+/// time of a one-row product).
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+pub struct Line(pub [f32; PANEL]);
+
+/// Packed panels on 64-byte boundaries, shared by every graph that reads them.
+#[derive(Clone, Debug)]
+pub struct Panels(Arc<[Line]>);
+
+impl Panels {
+    /// `len` values (a multiple of [`PANEL`]) written by `fill`.
+    fn new(len: usize, fill: impl FnOnce(&mut [f32])) -> Self {
+        let mut lines = vec![Line::default(); len / PANEL];
+        fill(bytemuck::cast_slice_mut(&mut lines));
+        Panels(lines.into())
+    }
+
+    pub fn as_ptr(&self) -> *const f32 {
+        self.0.as_ptr() as *const f32
+    }
+}
+
+impl AsRef<[f32]> for Panels {
+    fn as_ref(&self) -> &[f32] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
 /// The right operand `b (K, N)`, packed: panel `p` holds columns `p·PANEL ..` as K rows of
 /// `PANEL` values (zero-padded past N). Shares its panels (weights, packed once) or borrows
 /// them (activations packed per call into scratch, as attention's keys and values).
 #[derive(Debug)]
-pub struct PackedB<D = Arc<[f32]>> {
+pub struct PackedB<D = Panels> {
     k: usize,
     n: usize,
     data: D,
@@ -141,21 +171,20 @@ impl PackedB {
 
     /// Packs `b[k][n] = value(k, n)`.
     pub fn from_fn(k: usize, n: usize, value: impl Fn(usize, usize) -> f32) -> Self {
-        let mut data = vec![0.0f32; packed_len(k, n)];
-        fill_panels(&mut data, k, n, value);
-        PackedB { k, n, data: data.into() }
+        let data = Panels::new(packed_len(k, n), |data| fill_panels(data, k, n, value));
+        PackedB { k, n, data }
     }
 
     /// Panels already packed by [`linear_panels`], shared rather than copied.
-    pub fn from_panels(data: Arc<[f32]>, k: usize, n: usize) -> Self {
-        assert_eq!(data.len(), packed_len(k, n), "panels of a ({k}, {n}) operand");
+    pub fn from_panels(data: Panels, k: usize, n: usize) -> Self {
+        assert_eq!(data.as_ref().len(), packed_len(k, n), "panels of a ({k}, {n}) operand");
         PackedB { k, n, data }
     }
 }
 
 /// A PyTorch `Linear` weight `w (N, K)` as the panels of `b = wᵀ`: how the CPU backend holds
 /// its weights (in place of the checkpoint layout, not beside it).
-pub fn linear_panels(w: &[f32], n: usize, k: usize) -> Arc<[f32]> {
+pub fn linear_panels(w: &[f32], n: usize, k: usize) -> Panels {
     PackedB::pack(w, k, n, 1, k).data
 }
 
@@ -191,7 +220,9 @@ impl Epilogue<'_> {
 
 /// `c (M, N) = epilogue(a · b)` with `a[i][k] = a[i·lda + k]` and `c` dense row-major.
 pub fn gemm<D: AsRef<[f32]>>(m: usize, a: &[f32], lda: usize, b: &PackedB<D>, c: &mut [f32], epilogue: &Epilogue) {
-    gemm_with(kernel().block, m, a, lda, &b.view(), c, epilogue)
+    let kernel = kernel();
+    let block = if m <= FEW_ROWS { kernel.few_rows } else { kernel.block };
+    gemm_with(block, m, a, lda, &b.view(), c, epilogue)
 }
 
 /// [`gemm`] with a given micro-kernel build (tests run every build this CPU has).
@@ -236,8 +267,17 @@ type BlockFn =
 
 struct Kernel {
     block: BlockFn,
+    /// For products of at most [`FEW_ROWS`] rows: tiles wider in panels, so enough independent
+    /// sums are in flight to hide the multiply-add latency (the GRU's one-row step).
+    few_rows: BlockFn,
     isa: &'static str,
 }
+
+/// Products of this many rows or fewer use [`Kernel::few_rows`]. Those builds prefetch
+/// nothing: their loop then keeps its pointers in registers (with the prefetch arithmetic it
+/// spilled them and ran at half speed), and their main case, the GRU's recurrent weights,
+/// sits in L2 anyway.
+const FEW_ROWS: usize = 2;
 
 /// The best micro-kernel this CPU runs, chosen once.
 fn kernel() -> &'static Kernel {
@@ -246,13 +286,13 @@ fn kernel() -> &'static Kernel {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-                return Kernel { block: x86::block_avx512, isa: "AVX-512" };
+                return Kernel { block: x86::block_avx512, few_rows: x86::few_rows_avx512, isa: "AVX-512" };
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Kernel { block: x86::block_avx2, isa: "AVX2+FMA" };
+                return Kernel { block: x86::block_avx2, few_rows: x86::few_rows_avx2, isa: "AVX2+FMA" };
             }
         }
-        Kernel { block: block_portable, isa: "portable" }
+        Kernel { block: block_portable, few_rows: few_rows_portable, isa: "portable" }
     })
 }
 
@@ -271,7 +311,7 @@ pub fn isa() -> &'static str {
 /// `out` must address an `(rows.end) × n` row-major matrix no other thread writes in these
 /// rows × panel columns.
 #[inline(always)]
-unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
+unsafe fn block<const MR: usize, const NP: usize, const ISA: u8, const PF: bool>(
     a: &[f32],
     lda: usize,
     b: &PackedB<&[f32]>,
@@ -306,9 +346,11 @@ unsafe fn block<const MR: usize, const NP: usize, const FUSED: bool>(
             let ahead = Prefetch { first: r * b.k, ..ahead };
             // SAFETY: rows i .. i + mr and panels p .. p + np exist.
             if np == NP {
-                unsafe { tile::<MR, NP, FUSED>(mr, a, lda, b, p, i, out, epilogue, ahead) }
+                unsafe { tile::<MR, NP, ISA, PF>(mr, a, lda, b, p, i, out, epilogue, ahead) }
             } else {
-                unsafe { tile::<MR, 1, FUSED>(mr, a, lda, b, p, i, out, epilogue, ahead) }
+                for q in p..p + np {
+                    unsafe { tile::<MR, 1, ISA, PF>(mr, a, lda, b, q, i, out, epilogue, ahead) }
+                }
             }
             i += mr;
             r += 1;
@@ -368,7 +410,7 @@ fn prefetch<const L1: bool>(p: *const f32) {
 /// As [`micro`] for `mr` rows and `Q` panels.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const MR: usize, const Q: usize, const FUSED: bool>(
+unsafe fn tile<const MR: usize, const Q: usize, const ISA: u8, const PF: bool>(
     mr: usize,
     a: *const f32,
     lda: usize,
@@ -382,7 +424,7 @@ unsafe fn tile<const MR: usize, const Q: usize, const FUSED: bool>(
     macro_rules! rows {
         ($($r:literal)*) => {
             match mr {
-                $($r if $r <= MR => unsafe { micro::<$r, Q, FUSED>(a, lda, b, p, row0, out, e, ahead) },)*
+                $($r if $r <= MR => unsafe { micro::<$r, Q, ISA, PF>(a, lda, b, p, row0, out, e, ahead) },)*
                 _ => unreachable!("micro-tiles are at most 12 rows"),
             }
         };
@@ -398,7 +440,7 @@ unsafe fn tile<const MR: usize, const Q: usize, const FUSED: bool>(
 /// `out` is as in [`block`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn micro<const MR: usize, const NP: usize, const FUSED: bool>(
+unsafe fn micro<const MR: usize, const NP: usize, const ISA: u8, const PF: bool>(
     a: *const f32,
     lda: usize,
     b: &PackedB<&[f32]>,
@@ -411,10 +453,10 @@ unsafe fn micro<const MR: usize, const NP: usize, const FUSED: bool>(
     let k = b.k;
     // K in chunks, each summed in registers from zero and then added to the total: a long dot
     // product then rounds like a sum of short ones (as blocked BLAS and the GPU tiles do).
-    let mut total = unsafe { chunk::<MR, NP, FUSED>(a, lda, b, p, 0..k.min(K_CHUNK), ahead) };
+    let mut total = unsafe { chunk::<MR, NP, ISA, PF>(a, lda, b, p, 0..k.min(K_CHUNK), ahead) };
     let mut k0 = K_CHUNK;
     while k0 < k {
-        let part = unsafe { chunk::<MR, NP, FUSED>(a, lda, b, p, k0..(k0 + K_CHUNK).min(k), ahead) };
+        let part = unsafe { chunk::<MR, NP, ISA, PF>(a, lda, b, p, k0..(k0 + K_CHUNK).min(k), ahead) };
         for (total, part) in total.iter_mut().zip(&part) {
             for (total, part) in total.iter_mut().zip(part) {
                 total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
@@ -425,12 +467,28 @@ unsafe fn micro<const MR: usize, const NP: usize, const FUSED: bool>(
     unsafe { store(&total, row0, MR, p, NP, b.n, out, e) }
 }
 
+/// Few rows reuse each line of `b` too little to hide its trip from L2: such tiles ask for
+/// their lines early, into L1.
+#[inline(always)]
+fn prefetch_short_tile<const MR: usize, const NP: usize>(panels: *const f32, k: usize, kk: usize) {
+    if MR * NP <= 4 {
+        (0..NP).for_each(|q| prefetch::<true>(panels.wrapping_add((q * k + kk + L1_AHEAD) * PANEL)));
+    }
+}
+
+/// How a [`block`] build computes: multiplies then adds (no FMA instruction), fused
+/// multiply-adds in code LLVM vectorises, or AVX-512 intrinsics (LLVM split some tile shapes
+/// of the vectorised code into 128- and 256-bit pieces: the one-row GRU step ran 3× slower).
+const PLAIN: u8 = 0;
+const FMA: u8 = 1;
+const ZMM: u8 = 2;
+
 /// `Σ_{k ∈ ks} a[r·lda + k] · panel(p + q)[k][j]` from zero.
 ///
 /// # Safety
 /// As [`micro`].
 #[inline(always)]
-unsafe fn chunk<const MR: usize, const NP: usize, const FUSED: bool>(
+unsafe fn chunk<const MR: usize, const NP: usize, const ISA: u8, const PF: bool>(
     a: *const f32,
     lda: usize,
     b: &PackedB<&[f32]>,
@@ -438,17 +496,19 @@ unsafe fn chunk<const MR: usize, const NP: usize, const FUSED: bool>(
     ks: std::ops::Range<usize>,
     ahead: Prefetch,
 ) -> [[[f32; PANEL]; NP]; MR] {
+    #[cfg(target_arch = "x86_64")]
+    if ISA == ZMM {
+        return unsafe { x86::chunk_zmm::<MR, NP, PF>(a, lda, b, p, ks, ahead) };
+    }
     let k = b.k;
     let panels = unsafe { b.data.as_ptr().add(p * k * PANEL) };
     // One running sum per output, in K order, whatever the tile height: a row's result must
     // not depend on how many rows share its tile (a padded batch equals its single runs).
     let mut part = [[[0.0f32; PANEL]; NP]; MR];
     for kk in ks {
-        ahead.at(kk);
-        if MR * NP <= 4 {
-            // Few rows reuse each line of `b` too little to hide its trip from L2: ask for it
-            // early, into L1.
-            (0..NP).for_each(|q| prefetch::<true>(panels.wrapping_add((q * k + kk + L1_AHEAD) * PANEL)));
+        if PF {
+            ahead.at(kk);
+            prefetch_short_tile::<MR, NP>(panels, k, kk);
         }
         // SAFETY: in bounds by the contract above; raw reads keep bounds checks out of the loop
         // LLVM turns into broadcast-FMAs.
@@ -460,7 +520,7 @@ unsafe fn chunk<const MR: usize, const NP: usize, const FUSED: bool>(
                 for j in 0..PANEL {
                     // `mul_add` is one instruction only where the target has FMA; elsewhere it
                     // is a libm call, so the portable build multiplies and adds.
-                    part[q][j] = if FUSED { x.mul_add(bv[q][j], part[q][j]) } else { x * bv[q][j] + part[q][j] };
+                    part[q][j] = if ISA == PLAIN { x * bv[q][j] + part[q][j] } else { x.mul_add(bv[q][j], part[q][j]) };
                 }
             }
         }
@@ -528,13 +588,14 @@ fn epilogue(x: &mut [f32], bias: Option<&[f32]>, residual: Option<&[f32]>, e: &E
     }
 }
 
-/// Whether the portable build's target has a fused multiply-add instruction.
-const PORTABLE_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
+/// The portable build fuses where its target has a multiply-add instruction.
+const PORTABLE_ISA: u8 = if cfg!(any(target_arch = "aarch64", target_feature = "fma")) { FMA } else { PLAIN };
 
 /// A [`block`] build: `$name`, compiled with `$features` (none: the portable build), micro-tile
-/// `$mr` rows × `$np` panels, fused multiply-adds or not.
+/// `$mr` rows × `$np` panels, computing as `$isa` says; `$prefetch`: whether it prefetches
+/// the weights ahead (not the few-rows builds, see [`FEW_ROWS`]).
 macro_rules! block_build {
-    ($(#[$doc:meta])* $name:ident, [$($features:literal)?], $mr:literal, $np:literal, $fused:expr) => {
+    ($(#[$doc:meta])* $name:ident, [$($features:literal)?], $mr:literal, $np:literal, $isa:expr, $prefetch:literal) => {
         $(#[$doc])*
         $(#[target_feature(enable = $features)])?
         pub(super) unsafe fn $name(
@@ -546,14 +607,18 @@ macro_rules! block_build {
             out: SharedOut,
             e: &Epilogue,
         ) {
-            unsafe { block::<$mr, $np, $fused>(a, lda, b, rows, panels, out, e) }
+            unsafe { block::<$mr, $np, $isa, $prefetch>(a, lda, b, rows, panels, out, e) }
         }
     };
 }
 
 block_build!(
     /// Portable build: 6 rows × 1 panel (NEON and SSE both hold it in registers).
-    block_portable, [], 6, 1, PORTABLE_FMA
+    block_portable, [], 6, 1, PORTABLE_ISA, true
+);
+block_build!(
+    /// Portable build for few rows: 2 rows × 2 panels.
+    few_rows_portable, [], 2, 2, PORTABLE_ISA, false
 );
 
 #[cfg(target_arch = "x86_64")]
@@ -562,12 +627,65 @@ mod x86 {
 
     block_build!(
         /// 12 rows × 2 panels: 24 of the 32 zmm registers accumulate.
-        block_avx512, ["avx512f,fma"], 12, 2, true
+        block_avx512, ["avx512f,fma"], 12, 2, ZMM, true
     );
     block_build!(
         /// 6 rows × 1 panel (two ymm each): 12 of the 16 ymm registers accumulate.
-        block_avx2, ["avx2,fma"], 6, 1, true
+        block_avx2, ["avx2,fma"], 6, 1, FMA, true
     );
+    block_build!(
+        /// 2 rows × 4 panels: one row keeps 4 zmm sums in flight.
+        few_rows_avx512, ["avx512f,fma"], 2, 4, ZMM, false
+    );
+    block_build!(
+        /// 2 rows × 3 panels (two ymm each).
+        few_rows_avx2, ["avx2,fma"], 2, 3, FMA, false
+    );
+
+    /// [`chunk`] in AVX-512 intrinsics: one zmm register per panel row of each output row,
+    /// the same operations in the same order (so the same results).
+    ///
+    /// # Safety
+    /// As [`chunk`], on a CPU with AVX-512F and FMA (only inlined into `block_avx512`).
+    #[inline(always)]
+    pub(super) unsafe fn chunk_zmm<const MR: usize, const NP: usize, const PF: bool>(
+        a: *const f32,
+        lda: usize,
+        b: &PackedB<&[f32]>,
+        p: usize,
+        ks: std::ops::Range<usize>,
+        ahead: Prefetch,
+    ) -> [[[f32; PANEL]; NP]; MR] {
+        use std::arch::x86_64::{
+            _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+        };
+        let k = b.k;
+        // SAFETY (all below): in bounds by the contract of `chunk`; the caller runs AVX-512F.
+        unsafe {
+            let panels = b.data.as_ptr().add(p * k * PANEL);
+            let mut acc = [[_mm512_setzero_ps(); NP]; MR];
+            for kk in ks {
+                if PF {
+                    ahead.at(kk);
+                    prefetch_short_tile::<MR, NP>(panels, k, kk);
+                }
+                let bv: [_; NP] = std::array::from_fn(|q| _mm512_loadu_ps(panels.add((q * k + kk) * PANEL)));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*a.add(r * lda + kk));
+                    for q in 0..NP {
+                        acc[q] = _mm512_fmadd_ps(x, bv[q], acc[q]);
+                    }
+                }
+            }
+            let mut part = [[[0.0f32; PANEL]; NP]; MR];
+            for (part, acc) in part.iter_mut().zip(&acc) {
+                for (part, acc) in part.iter_mut().zip(acc) {
+                    _mm512_storeu_ps(part.as_mut_ptr(), *acc);
+                }
+            }
+            part
+        }
+    }
 }
 
 #[cfg(test)]
@@ -606,10 +724,10 @@ mod tests {
         let want = PackedB::from_fn(k, n, |kk, j| b[kk * n + j]);
         let mut buf = vec![f32::NAN; packed_len(k, n)];
         let rows = PackedB::pack_rows_into(&mut buf, k, n, |kk| &b[kk * n..(kk + 1) * n]);
-        assert_eq!(rows.data, &want.data[..]);
+        assert_eq!(rows.data, want.data.as_ref());
         let mut buf = vec![f32::NAN; packed_len(k, n)];
         let cols = PackedB::pack_columns_into(&mut buf, k, n, |j| &bt[j * k..(j + 1) * k]);
-        assert_eq!(cols.data, &want.data[..]);
+        assert_eq!(cols.data, want.data.as_ref());
     }
 
     /// A Linear weight survives the trip to panels and back exactly, ragged last panel included.
@@ -619,22 +737,49 @@ mod tests {
         for (n, k) in [(1, 1), (16, 3), (37, 5), (64, 9)] {
             let w = rng.vec(n * k, -1.0, 1.0);
             let panels = linear_panels(&w, n, k);
-            assert_eq!(panels.len(), packed_len(k, n));
-            assert_eq!(linear_from_panels(&panels, n, k), w, "({n}, {k})");
+            assert_eq!(panels.as_ref().len(), packed_len(k, n));
+            assert_eq!(panels.as_ptr() as usize % 64, 0, "panels start on a cache line");
+            assert_eq!(linear_from_panels(panels.as_ref(), n, k), w, "({n}, {k})");
+        }
+    }
+
+    /// A row's result does not depend on the product it is part of: one or two rows (the
+    /// few-rows builds) give bit for bit what the same rows give inside a tall product, so a
+    /// padded batch equals its single runs.
+    #[test]
+    fn few_row_products_equal_their_rows_in_a_tall_one() {
+        let mut rng = Rng::new(8);
+        let (m, k, n) = (30, 300, 72);
+        let a = rng.vec(m * k, -1.0, 1.0);
+        let w = rng.vec(n * k, -1.0, 1.0);
+        let bias = rng.vec(n, -1.0, 1.0);
+        let packed = PackedB::pack(&w, k, n, 1, k);
+        let e = Epilogue { bias: Some(&bias), act: 1, ..Epilogue::NONE };
+        let mut tall = vec![0.0; m * n];
+        gemm(m, &a, k, &packed, &mut tall, &e);
+        for rows in [1, 2] {
+            for first in [0, 13, m - rows] {
+                let mut few = vec![0.0; rows * n];
+                gemm(rows, &a[first * k..], k, &packed, &mut few, &e);
+                assert_eq!(few, tall[first * n..(first + rows) * n], "{rows} rows from row {first}");
+            }
         }
     }
 
     /// Every micro-kernel build this CPU can run.
     fn builds() -> Vec<(&'static str, BlockFn)> {
-        let mut builds: Vec<(&'static str, BlockFn)> = vec![("portable", block_portable)];
+        let mut builds: Vec<(&'static str, BlockFn)> =
+            vec![("portable", block_portable), ("portable few rows", few_rows_portable)];
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx2") && has!("fma") {
                 builds.push(("AVX2+FMA", x86::block_avx2));
+                builds.push(("AVX2+FMA few rows", x86::few_rows_avx2));
             }
             if has!("avx512f") && has!("fma") {
                 builds.push(("AVX-512", x86::block_avx512));
+                builds.push(("AVX-512 few rows", x86::few_rows_avx512));
             }
         }
         builds

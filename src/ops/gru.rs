@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::gemm::{self, Epilogue, PackedB};
-use super::{sigmoid, Act, Kernel, Params, Prepared, Shader};
+use super::{sigmoid, Act, Const, Kernel, Params, Prepared, Shader};
 use crate::error::{Error, Result};
 use crate::graph::{ConstCache, Graph, TensorId};
 use crate::weights::Tensor;
@@ -136,10 +136,10 @@ impl Kernel for GruRecurrent {
     }
     /// `W_hhᵀ (H, 3H)` packed once: each step is then one GEMM `h (B, H) · W_hhᵀ + b_hh` over
     /// the whole batch.
-    fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
+    fn cpu_prepare(&self, consts: &[Option<Const>], cache: &ConstCache) -> Option<Prepared> {
         let hd = self.hidden;
         let pack = |w: &[f32]| PackedB::pack(w, hd, 3 * hd, 3 * hd, 1);
-        Some(cache.packed(consts[1]?, "strided", [hd, 3 * hd, 3 * hd, 1], pack) as Prepared)
+        Some(cache.packed(consts[1]?.dense()?, "strided", [hd, 3 * hd, 3 * hd, 1], pack) as Prepared)
     }
 
     fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], prepared: Option<&Prepared>) {

@@ -7,11 +7,9 @@
 //! by [`crate::ops::conv1d::fold_batchnorm`]).
 //! WGSL: `shaders/conv1d.wgsl` (its mode 2).
 
-use std::sync::Arc;
-
 use super::conv1d::{self, err, Conv1d};
 use super::gemm::PackedB;
-use super::{Act, Kernel, Params, Prepared, Shader};
+use super::{Act, Const, Kernel, Params, Prepared, Shader};
 use crate::error::Result;
 use crate::graph::{ConstCache, Graph, TensorId};
 
@@ -36,7 +34,7 @@ impl Kernel for MaskedConv1d {
     }
     /// The CPU backend: the same packed-GEMM convolution as the unmasked op, so a sample's
     /// valid rows get bit-identical results batched or alone.
-    fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
+    fn cpu_prepare(&self, consts: &[Option<Const>], cache: &ConstCache) -> Option<Prepared> {
         self.0.cpu_prepare(consts, cache)
     }
 

@@ -5,7 +5,7 @@
 use std::sync::{Arc, LazyLock};
 
 use super::gemm::{self, Epilogue, PackedB};
-use super::{activate, Act, Kernel, Params, Prepared, Shader};
+use super::{activate, Act, Const, Kernel, Params, Prepared, Shader};
 use crate::error::{Error, Result};
 use crate::graph::{ConstCache, Graph, TensorId};
 
@@ -100,13 +100,13 @@ impl Kernel for Matmul {
 
     /// A constant right operand shared by the batch (every Linear) is packed once for the
     /// CPU GEMM; a weight held as panels already is.
-    fn cpu_prepare(&self, consts: &[Option<&Arc<[f32]>>], cache: &ConstCache) -> Option<Prepared> {
-        if self.w_panels {
-            return Some(Arc::new(PackedB::from_panels(consts[1]?.clone(), self.k, self.n)) as Prepared);
+    fn cpu_prepare(&self, consts: &[Option<Const>], cache: &ConstCache) -> Option<Prepared> {
+        if let Some(Const::Panels(panels)) = consts[1] {
+            return Some(Arc::new(PackedB::from_panels(panels.clone(), self.k, self.n)) as Prepared);
         }
         let [_, wk, wn] = self.w_strides;
         let shared = self.batch == 1 || self.w_strides[0] == 0;
-        match consts[1] {
+        match consts[1].and_then(Const::dense) {
             Some(w) if shared && self.a_strides[2] == 1 && self.k > 0 => {
                 let (k, n) = (self.k, self.n);
                 Some(cache.packed(w, "strided", [k, n, wk, wn], |w| PackedB::pack(w, k, n, wk, wn)) as Prepared)

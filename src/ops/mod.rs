@@ -17,6 +17,24 @@ use crate::graph::ConstCache;
 /// What a kernel prepared for the CPU backend at plan time (see [`Kernel::cpu_prepare`]).
 pub type Prepared = Arc<dyn Any + Send + Sync>;
 
+/// A constant input as [`Kernel::cpu_prepare`] sees it.
+#[derive(Clone, Copy)]
+pub enum Const<'a> {
+    Dense(&'a Arc<[f32]>),
+    /// A `Linear` weight held as the GEMM's panels.
+    Panels(&'a gemm::Panels),
+}
+
+impl<'a> Const<'a> {
+    /// The values of a dense constant (`None` for panels).
+    pub fn dense(self) -> Option<&'a Arc<[f32]>> {
+        match self {
+            Const::Dense(values) => Some(values),
+            Const::Panels(_) => None,
+        }
+    }
+}
+
 pub mod attention;
 pub mod conv1d;
 pub mod elementwise;
@@ -37,7 +55,7 @@ pub mod span;
 pub mod vmath;
 
 thread_local! {
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static SCRATCH: std::cell::RefCell<Vec<gemm::Line>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with `N` scratch slices of the given lengths, carved from one per-thread buffer
@@ -46,15 +64,20 @@ thread_local! {
 /// kernel's scratch user must not call another).
 pub(crate) fn with_scratch<const N: usize, R>(lens: [usize; N], f: impl FnOnce([&mut [f32]; N]) -> R) -> R {
     SCRATCH.with_borrow_mut(|buf| {
-        let total = lens.iter().sum();
+        // Each part starts on a cache line (packed panels are read a line at a time).
+        let lines = lens.map(|len| len.div_ceil(gemm::PANEL));
+        let total = lines.iter().sum();
         if buf.len() < total {
-            buf.resize(total, f32::NAN); // NaN, so a read before a write shows in every test
+            // NaN, so a read before a write shows in every test.
+            buf.resize(total, gemm::Line([f32::NAN; gemm::PANEL]));
         }
         let mut rest = &mut buf[..];
-        let parts = lens.map(|len| {
-            let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        let mut part = 0;
+        let parts = lines.map(|n| {
+            let (lines, tail) = std::mem::take(&mut rest).split_at_mut(n);
             rest = tail;
-            part
+            part += 1;
+            &mut bytemuck::cast_slice_mut::<_, f32>(lines)[..lens[part - 1]]
         });
         f(parts)
     })
@@ -125,7 +148,7 @@ pub trait Kernel: Debug + Send + Sync {
     /// What the CPU backend prepares once at plan time from this node's constant inputs
     /// (`consts[i]` is input `i` when it is a constant), e.g. a GEMM's packed weights. Handed
     /// back to every [`Kernel::cpu_fast`] call.
-    fn cpu_prepare(&self, _consts: &[Option<&Arc<[f32]>>], _cache: &ConstCache) -> Option<Prepared> {
+    fn cpu_prepare(&self, _consts: &[Option<Const>], _cache: &ConstCache) -> Option<Prepared> {
         None
     }
 
@@ -225,4 +248,19 @@ pub fn activate(x: f32, code: u32, slope: f32) -> f32 {
 
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Scratch parts start on cache lines (the GEMM reads packed panels a line at a time) and
+    /// have exactly the lengths asked for.
+    #[test]
+    fn scratch_parts_are_line_aligned() {
+        super::with_scratch([5, 40, 17], |parts| {
+            for (part, len) in parts.iter().zip([5, 40, 17]) {
+                assert_eq!(part.len(), len);
+                assert_eq!(part.as_ptr() as usize % 64, 0);
+            }
+        });
+    }
 }

@@ -38,19 +38,14 @@ impl Kernel for LayerNorm {
     fn workgroups(&self) -> [u32; 3] {
         grid_1d(self.rows)
     }
-    /// The CPU backend: the same two-pass statistics in f32 with lane-wise partial sums, rows
-    /// spread over the pool on large tensors.
+    /// The CPU backend: the same two-pass statistics in f32 with lane-wise partial sums
+    /// ([`super::vmath::layer_norm_row`], built per ISA), rows spread over the pool on large
+    /// tensors.
     fn cpu_fast(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], _: Option<&super::Prepared>) {
         let (x, gamma, beta) = (inputs[0], inputs[1], inputs[2]);
         let n = self.n;
-        let row = |(xr, yr): (&[f32], &mut [f32])| {
-            let mean = lane_sum(xr, |v| v) / n as f32;
-            let var = lane_sum(xr, |v| (v - mean) * (v - mean)) / n as f32;
-            let rstd = 1.0 / (var + self.eps).sqrt();
-            for ((out, &v), (&g, &b)) in yr.iter_mut().zip(xr).zip(gamma.iter().zip(beta)) {
-                *out = (v - mean) * rstd * g + b;
-            }
-        };
+        let (gamma, beta) = (&gamma[..n], &beta[..n]);
+        let row = |(xr, yr): (&[f32], &mut [f32])| super::vmath::layer_norm_row(xr, yr, gamma, beta, self.eps);
         let (x, y) = (&x[..self.rows * n], &mut outputs[0][..self.rows * n]);
         if self.rows * n >= PARALLEL_MIN_VALUES {
             // Runs of rows, about PARALLEL_MIN_VALUES / 4 values each.
@@ -82,19 +77,6 @@ impl Kernel for LayerNorm {
 
 /// Tensors of at least this many values are normalised in parallel.
 const PARALLEL_MIN_VALUES: usize = 1 << 16;
-
-/// `Σ f(x)` in 8 interleaved partial sums (vectorises; also more accurate than one running sum).
-fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let chunks = xs.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-    for c in chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += f(v);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
 
 /// Where the L2 normalisation puts its epsilon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -164,7 +164,34 @@ fn softmax_row_body<const F: bool>(row: &mut [f32], bias: &[f32], scale: f32, fa
     }
 }
 
+/// `Σ f(x)` in 8 interleaved partial sums (vectorises; also more accurate than one running sum).
+#[inline(always)]
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += f(v);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// One LayerNorm row: two-pass mean and biased variance in f32 lanes, then the affine map.
+#[inline(always)]
+fn layer_norm_row_body(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = lane_sum(x, |v| v) / n;
+    let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
+    let rstd = 1.0 / (var + eps).sqrt();
+    for ((out, &v), (&g, &b)) in y.iter_mut().zip(x).zip(gamma.iter().zip(beta)) {
+        *out = (v - mean) * rstd * g + b;
+    }
+}
+
 struct Kernels {
+    layer_norm_row: unsafe fn(&[f32], &mut [f32], &[f32], &[f32], f32),
     softmax_row: unsafe fn(&mut [f32], &[f32], f32, f32),
     exp: unsafe fn(&mut [f32]),
     gelu: unsafe fn(&mut [f32]),
@@ -176,6 +203,10 @@ macro_rules! versions {
         $(
             #[cfg(target_arch = "x86_64")]
             mod $module {
+                #[target_feature(enable = $features)]
+                pub unsafe fn layer_norm_row(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+                    super::layer_norm_row_body(x, y, gamma, beta, eps)
+                }
                 #[target_feature(enable = $features)]
                 pub unsafe fn softmax_row(row: &mut [f32], bias: &[f32], scale: f32, factor: f32) {
                     super::softmax_row_body::<true>(row, bias, scale, factor)
@@ -205,6 +236,10 @@ versions! {
 /// Whether the portable build's target has a fused multiply-add instruction.
 const PORTABLE_FMA: bool = cfg!(any(target_arch = "aarch64", target_feature = "fma"));
 
+unsafe fn layer_norm_row_portable(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    layer_norm_row_body(x, y, gamma, beta, eps)
+}
+
 unsafe fn softmax_row_portable(row: &mut [f32], bias: &[f32], scale: f32, factor: f32) {
     softmax_row_body::<PORTABLE_FMA>(row, bias, scale, factor)
 }
@@ -229,6 +264,7 @@ fn kernels() -> &'static Kernels {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") && has!("fma") {
                 return Kernels {
+                    layer_norm_row: avx512::layer_norm_row,
                     softmax_row: avx512::softmax_row,
                     exp: avx512::exp,
                     gelu: avx512::gelu,
@@ -237,6 +273,7 @@ fn kernels() -> &'static Kernels {
             }
             if has!("avx2") && has!("fma") {
                 return Kernels {
+                    layer_norm_row: avx2::layer_norm_row,
                     softmax_row: avx2::softmax_row,
                     exp: avx2::exp,
                     gelu: avx2::gelu,
@@ -245,12 +282,21 @@ fn kernels() -> &'static Kernels {
             }
         }
         Kernels {
+            layer_norm_row: layer_norm_row_portable,
             softmax_row: softmax_row_portable,
             exp: exp_portable,
             gelu: gelu_portable,
             gru_gates: gru_gates_portable,
         }
     })
+}
+
+/// `y = (x − mean) / sqrt(var + eps) · gamma + beta` over one row (`gamma`, `beta`, `y` as
+/// long as `x`).
+pub fn layer_norm_row(x: &[f32], y: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    assert!(y.len() == x.len() && gamma.len() == x.len() && beta.len() == x.len(), "layer norm row lengths");
+    // SAFETY: as in `exp_in_place`.
+    unsafe { (kernels().layer_norm_row)(x, y, gamma, beta, eps) }
 }
 
 /// `row ← factor · softmax(row · scale + bias)` (`bias`: 0 or −∞ per key, at least as long as
