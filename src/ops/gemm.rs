@@ -51,9 +51,10 @@ pub struct Panels(Arc<[Line]>);
 impl Panels {
     /// `len` values (a multiple of [`PANEL`]) written by `fill`.
     fn new(len: usize, fill: impl FnOnce(&mut [f32])) -> Self {
-        let mut lines = vec![Line::default(); len / PANEL];
-        fill(bytemuck::cast_slice_mut(&mut lines));
-        Panels(lines.into())
+        // Allocated once, in place (a Vec turned into an Arc would be copied).
+        let mut lines: Arc<[Line]> = std::iter::repeat_n(Line::default(), len / PANEL).collect();
+        fill(bytemuck::cast_slice_mut(Arc::get_mut(&mut lines).expect("just made")));
+        Panels(lines)
     }
 
     pub fn as_ptr(&self) -> *const f32 {
