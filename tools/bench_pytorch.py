@@ -10,7 +10,8 @@ under target/fixtures/<model>/default.safetensors, random weights with the offic
    each other and, where the sample has it, with the float64 NumPy spec's `expected.npz`;
 2. speed: PyTorch eager forward (torch.no_grad, this machine's thread count, CUDA where present)
    at B=1 and B=32, L=75, N=32, median of --iters after --warmup, against `moment bench --json`
-   on each requested moment-gpu backend in the same run;
+   on each requested moment-gpu backend, in --rounds rounds that alternate the two sides (so a
+   slow spell of a shared machine hits both); the table gives the medians and each round's ratio;
 3. one table per model and backend: ms/forward and queries/s of both, the ratio, dispatches and
    submits per forward, planned and peak memory, cold start.
 
@@ -154,15 +155,16 @@ def bench_moment(moment, weights, backend, batch, clips, tokens, iters):
 
 def table(name, backend, rows, torch_label):
     print(f"\n### {name} — moment-gpu {backend} vs PyTorch eager {torch_label} ({date.today()})\n")
-    print("| B | moment-gpu ms | q/s | PyTorch ms | q/s | speed-up | dispatches | submits | planned MiB "
+    print("| B | moment-gpu ms | q/s | PyTorch ms | q/s | speed-up (each round) | dispatches | submits | planned MiB "
           "(weights + packed + activations) | peak RSS MiB | cold start ms (ours / PyTorch) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         m, t = r["moment"], r["pytorch_ms"]
         planned = f"{m['weight_mib']:.1f} + {m['packed_weight_mib']:.1f} + {m['activation_mib']:.1f}"
         rss = f"{m['peak_rss_mib']:.0f}" if m.get("peak_rss_mib") else "—"
+        each = ", ".join(f"{x:.2f}" for x in r["speedups"])
         print(f"| {r['batch']} | {m['median_ms']:.2f} | {m['queries_per_s']:.1f} | {t:.2f} | {r['batch'] * 1e3 / t:.1f} "
-              f"| {t / m['median_ms']:.2f}× | {m['dispatches']} | {m['submits']} | {planned} | {rss} "
+              f"| {statistics.median(r['speedups']):.2f}× ({each}) | {m['dispatches']} | {m['submits']} | {planned} | {rss} "
               f"| {m['cold_start_ms']:.0f} / {r['pytorch_cold_ms']:.0f} |")
 
 
@@ -177,6 +179,8 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--gpu-iters", type=int, help="timed forwards on the gpu backend (default: --iters)")
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of (PyTorch, moment-gpu) timings, alternated; the table gives the medians")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="PyTorch CPU threads (default: all cores)")
     ap.add_argument("--moment", help="path of the moment binary (default: target/release/moment)")
     ap.add_argument("--json", type=Path, help="also write every number here")
@@ -207,16 +211,24 @@ def main(argv=None):
             failed |= not all(ok for _, ok in res.values())
         clips, tokens = inputs[0].shape[1], inputs[2].shape[1]
         cold = cold_pytorch(weights, inputs, device)
-        torch_ms = {b: time_pytorch(model, inputs, b, args.iters, args.warmup, device) for b in args.batches}
         for backend in args.backends:
             batches = (args.gpu_batches or args.batches) if backend == "gpu" else args.batches
             iters = (args.gpu_iters or args.iters) if backend == "gpu" else args.iters
             rows = []
             for b in batches:
-                if b not in torch_ms:
-                    torch_ms[b] = time_pytorch(model, inputs, b, args.iters, args.warmup, device)
-                ours = bench_moment(moment, weights, backend, b, clips, tokens, iters)
-                rows.append({"batch": b, "moment": ours, "pytorch_ms": torch_ms[b], "pytorch_cold_ms": cold})
+                # Rounds alternate the two sides, so a slow spell of a shared machine hits both.
+                rounds = []
+                for _ in range(args.rounds):
+                    torch_ms = time_pytorch(model, inputs, b, args.iters, args.warmup, device)
+                    ours = bench_moment(moment, weights, backend, b, clips, tokens, iters)
+                    rounds.append({"pytorch_ms": torch_ms, "moment": ours})
+                mid = sorted(rounds, key=lambda r: r["moment"]["median_ms"])[len(rounds) // 2]
+                rows.append({"batch": b, "moment": mid["moment"],
+                             "pytorch_ms": statistics.median(r["pytorch_ms"] for r in rounds),
+                             "speedups": [r["pytorch_ms"] / r["moment"]["median_ms"] for r in rounds],
+                             "rounds": [{"pytorch_ms": r["pytorch_ms"], "moment_ms": r["moment"]["median_ms"]}
+                                        for r in rounds],
+                             "pytorch_cold_ms": cold})
             table(name, f"{backend} ({rows[0]['moment']['adapter']})", rows, torch_label)
             report.append({"model": name, "backend": backend, "rows": rows, "parity": checks,
                            "pytorch": torch_label, "date": str(date.today())})

@@ -103,7 +103,7 @@ pub fn run(device: &DeviceArgs, args: &BenchArgs) -> moment_gpu::Result<()> {
         mib(stats.peak_activation_bytes),
         mib(stats.weight_bytes),
         if stats.packed_weight_bytes > 0 {
-            format!(" + {:.2} MiB weights packed for the CPU GEMM", mib(stats.packed_weight_bytes))
+            format!(" + {:.2} MiB weight copies packed for the CPU GEMM", mib(stats.packed_weight_bytes))
         } else {
             String::new()
         }

@@ -179,7 +179,9 @@ pub struct ForwardStats {
     /// plus inputs); weights are counted separately.
     pub peak_activation_bytes: usize,
     pub weight_bytes: usize,
-    /// CPU backend: bytes of the weights packed for its GEMM (held beside `weight_bytes`).
+    /// CPU backend: bytes of weight copies its GEMM packed at plan time, held beside
+    /// `weight_bytes` (conv taps, the GRU's recurrent weight). `Linear` weights are held as the
+    /// GEMM's panels in place of their checkpoint layout and count in `weight_bytes` only.
     pub packed_weight_bytes: usize,
 }
 
