@@ -87,8 +87,8 @@ impl Device {
         }
     }
 
-    /// A short human name: the adapter name and backend, or "CPU backend (<GEMM build>, <n>
-    /// threads)".
+    /// A short human name: the adapter name and backend, or `CPU backend (<GEMM build>, <n>
+    /// threads)`.
     pub fn name(&self) -> String {
         match self {
             Device::Gpu(gpu) if gpu.f16_weights => format!("{} ({:?}, f16 weights)", gpu.info.name, gpu.info.backend),

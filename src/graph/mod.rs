@@ -73,7 +73,7 @@ impl Graph {
     }
 
     /// A graph for `device`: on the CPU backend, model builders may give `Linear` weights as
-    /// the GEMM's panels ([`Graph::panels`]), so the weights are held once, packed.
+    /// the GEMM's panels, so the weights are held once, packed.
     pub fn for_device(device: &Device) -> Self {
         Graph { weight_panels: matches!(device, Device::Cpu), ..Self::default() }
     }

@@ -164,7 +164,7 @@ impl Kernel for Conv1d {
     fn workgroups(&self) -> [u32; 3] {
         [self.c_out.div_ceil(TILE) as u32, (self.batch * self.l_out).div_ceil(TILE) as u32, 1]
     }
-    /// A dense stride-1 convolution with constant weights runs as GEMMs (see [`conv_by_gemm`]);
+    /// A dense stride-1 convolution with constant weights runs as GEMMs (see `conv_by_gemm`);
     /// a separable one as its depthwise taps then one pointwise GEMM.
     fn cpu_prepare(&self, consts: &[Option<Const>], cache: &ConstCache) -> Option<Prepared> {
         let w = consts[1]?.dense()?;

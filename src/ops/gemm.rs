@@ -3,12 +3,14 @@
 //!
 //! General-purpose SGEMM crates re-pack the right operand on every call; at inference batch
 //! sizes (M = 10 to a few thousand rows) that packing costs as much as the arithmetic. Weights
-//! are constants, so here they are packed once, at plan time, into column panels of
-//! [`PANEL`] columns laid out K-major; a forward then only streams them. The register-tiled
-//! micro-kernel is plain Rust that LLVM vectorises, compiled three times: for AVX-512, for
-//! AVX2 + FMA (chosen at run time on x86-64) and portable. The epilogue (bias, activation,
-//! residual) is applied while the tile is still in cache. Tiles are spread over the CPU
-//! backend's [`pool`]; small products stay on the calling thread.
+//! are constants, so here they are packed once into column panels of [`PANEL`] columns laid
+//! out K-major on 64-byte boundaries ([`Panels`]); a forward then only streams them. Linear
+//! weights are held in this form from their first use on ([`linear_panels`]); other weights
+//! are packed at plan time. The register-tiled micro-kernel is built three times: AVX-512 (in
+//! intrinsics), AVX2 + FMA (plain Rust that LLVM vectorises; chosen at run time on x86-64) and
+//! portable, each also as a few-rows build for one- and two-row products. The epilogue (bias,
+//! activation, residual) is applied while the tile is still in cache. Tiles are spread over
+//! the CPU backend's [`pool`]; small products stay on the calling thread.
 
 use std::sync::{Arc, OnceLock};
 

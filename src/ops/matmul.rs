@@ -294,7 +294,7 @@ fn check_epilogue(
 }
 
 /// PyTorch `Linear`: `x (…, K) · wᵀ + bias` with `w` stored `(N, K)` (or held as the CPU
-/// GEMM's panels, [`Graph::panels`]), then `act`.
+/// GEMM's panels, in graphs for the CPU backend), then `act`.
 pub fn linear(g: &mut Graph, x: TensorId, w: TensorId, bias: Option<TensorId>, act: Act) -> Result<TensorId> {
     linear_residual(g, x, w, bias, act, None)
 }

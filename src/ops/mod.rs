@@ -139,8 +139,7 @@ pub trait Kernel: Debug + Send + Sync {
         None
     }
 
-    /// Whether input `i` is a `Linear` weight this node reads as the CPU GEMM's panels
-    /// ([`crate::graph::Graph::panels`]).
+    /// Whether input `i` is a `Linear` weight this node reads as the CPU GEMM's panels.
     fn reads_weight_panels(&self, _input: usize) -> bool {
         false
     }

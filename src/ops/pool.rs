@@ -5,7 +5,7 @@
 //! 500 µs. Rayon's workers go to sleep within microseconds of running dry, so every section
 //! paid a futex wake (≈ 550 context switches per TR-DETR forward; on a VM a wake can cost tens
 //! of µs), and two threads were no faster than one. Here idle workers spin on the job counter
-//! for [`SPIN`] before they park, so the sections of one forward find them awake; between
+//! for `SPIN` (2 ms) before they park, so the sections of one forward find them awake; between
 //! forwards they park and cost nothing. One job runs at a time: a `for_each` from another
 //! thread while one runs (two executables used at once) or from inside a task runs serially.
 
