@@ -481,7 +481,7 @@ fn prefetch_short_tile<const MR: usize, const NP: usize>(panels: *const f32, k: 
 
 /// How a [`block`] build computes: multiplies then adds (no FMA instruction), fused
 /// multiply-adds in code LLVM vectorises, or AVX-512 intrinsics (LLVM split some tile shapes
-/// of the vectorised code into 128- and 256-bit pieces: the one-row GRU step ran 3× slower).
+/// of the vectorised code, the one-row tile among them, into 128- and 256-bit pieces).
 const PLAIN: u8 = 0;
 const FMA: u8 = 1;
 const ZMM: u8 = 2;
