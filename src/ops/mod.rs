@@ -65,19 +65,16 @@ thread_local! {
 pub(crate) fn with_scratch<const N: usize, R>(lens: [usize; N], f: impl FnOnce([&mut [f32]; N]) -> R) -> R {
     SCRATCH.with_borrow_mut(|buf| {
         // Each part starts on a cache line (packed panels are read a line at a time).
-        let lines = lens.map(|len| len.div_ceil(gemm::PANEL));
-        let total = lines.iter().sum();
+        let total = lens.iter().map(|len| len.div_ceil(gemm::PANEL)).sum();
         if buf.len() < total {
             // NaN, so a read before a write shows in every test.
             buf.resize(total, gemm::Line([f32::NAN; gemm::PANEL]));
         }
         let mut rest = &mut buf[..];
-        let mut part = 0;
-        let parts = lines.map(|n| {
-            let (lines, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        let parts = lens.map(|len| {
+            let (lines, tail) = std::mem::take(&mut rest).split_at_mut(len.div_ceil(gemm::PANEL));
             rest = tail;
-            part += 1;
-            &mut bytemuck::cast_slice_mut::<_, f32>(lines)[..lens[part - 1]]
+            &mut bytemuck::cast_slice_mut::<_, f32>(lines)[..len]
         });
         f(parts)
     })
